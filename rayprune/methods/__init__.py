@@ -1,0 +1,60 @@
+"""Pruning methods behind one interface, and the name -> class registry.
+
+Adding a method: write ``rayprune/methods/<name>.py`` with a ``PruningMethod`` subclass and add one
+line to ``_BUILTIN`` below (lazy import: the module loads on first use).  Third-party code can
+instead decorate its class with ``@register("<name>")``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from rayprune.methods.base import MethodOptions, PruningMethod, TrainingContext
+from rayprune.methods.schedules import SparsitySchedule
+
+__all__ = [
+    "PruningMethod",
+    "MethodOptions",
+    "TrainingContext",
+    "SparsitySchedule",
+    "register",
+    "get_method",
+    "available_methods",
+]
+
+# name -> "module:ClassName"; imported lazily so `rayprune methods` stays fast.
+_BUILTIN: dict[str, str] = {
+    "magnitude": "rayprune.methods.magnitude:MagnitudeMethod",
+    "movement": "rayprune.methods.movement:MovementMethod",
+}
+_REGISTERED: dict[str, type[PruningMethod]] = {}
+
+
+def register(name: str) -> Callable[[type[PruningMethod]], type[PruningMethod]]:
+    """Class decorator adding a method under ``name`` (for methods outside this package)."""
+
+    def wrap(cls: type[PruningMethod]) -> type[PruningMethod]:
+        if not (isinstance(cls, type) and issubclass(cls, PruningMethod)):
+            raise TypeError(f"@register({name!r}) needs a PruningMethod subclass, got {cls!r}")
+        _REGISTERED[name] = cls
+        return cls
+
+    return wrap
+
+
+def available_methods() -> list[str]:
+    """Sorted names of every registered method."""
+    return sorted(set(_BUILTIN) | set(_REGISTERED))
+
+
+def get_method(name: str) -> type[PruningMethod]:
+    """Return the class registered under ``name``; unknown names list the valid ones."""
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    if name not in _BUILTIN:
+        raise ValueError(f"unknown pruning method {name!r}; available: {available_methods()}")
+    module_name, class_name = _BUILTIN[name].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    _REGISTERED[name] = cls
+    return cls
