@@ -27,6 +27,14 @@ __all__ = [
 _BUILTIN: dict[str, str] = {
     "magnitude": "rayprune.methods.magnitude:MagnitudeMethod",
     "movement": "rayprune.methods.movement:MovementMethod",
+    "soft_movement": "rayprune.methods.soft_movement:SoftMovementMethod",
+    "platon": "rayprune.methods.platon:PlatonMethod",
+    "mgpp": "rayprune.methods.mgpp:MGPPMethod",
+    "pins": "rayprune.methods.pins:PINSMethod",
+    "seven": "rayprune.methods.seven:SevenMethod",
+    "rpp": "rayprune.methods.rpp:RPPMethod",
+    "grain": "rayprune.methods.grain:GrainMethod",
+    "head_ffn": "rayprune.methods.grain:HeadFFNMethod",
 }
 _REGISTERED: dict[str, type[PruningMethod]] = {}
 

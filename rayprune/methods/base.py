@@ -110,6 +110,8 @@ class PruningMethod:
         Options: the method's option dataclass (keyword-only, validated in ``__post_init__``).
         description: one line for ``rayprune methods``.
         needs_teacher: the trial supplies a dense fine-tuned teacher's outputs to the loss hooks.
+        structured: removes whole units; ``finalize`` returns a physically smaller model and the
+            target sparsity counts encoder parameters.
         needs_hidden_states: the trial runs forwards with ``output_hidden_states=True``.
         default_scope: name of the prunable-set rule in ``rayprune.models`` (e.g.
             ``encoder_linear``; PINS/PLATON add biases, SEVEN adds the pooler).
@@ -120,6 +122,7 @@ class PruningMethod:
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     description: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = False
+    structured: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False
     default_scope: ClassVar[str] = "encoder_linear"
     schedule_defaults: ClassVar[Mapping[str, Any]] = {}

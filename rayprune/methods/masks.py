@@ -8,6 +8,7 @@ Convention: a *mask* is a bool tensor of the weight's shape, ``True`` = keep.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import torch
@@ -45,13 +46,19 @@ def global_threshold(scores: Mapping[str, torch.Tensor], k: int, *, exact: bool 
         return float(torch.kthvalue(flat, k).values)
     gen = torch.Generator(device="cpu").manual_seed(0)
     idx = torch.randint(0, total, (_SAMPLE_SIZE,), generator=gen).to(flat.device)
-    sample = flat[idx]
-    q = min(max(k / total, 0.0), 1.0)
-    return float(torch.quantile(sample, q))
+    sample = flat[idx]  # (_SAMPLE_SIZE,)
+    # The k-th smallest of all entries is close to the same-rank order statistic of the sample.
+    # kthvalue, not torch.quantile: quantile interpolates between neighbours, and entries scored
+    # -inf (already pruned, see PruningMethod.step) turn that into -inf + inf = NaN, a threshold
+    # no score exceeds, so every entry would be pruned.
+    rank = min(max(math.ceil(k / total * _SAMPLE_SIZE), 1), _SAMPLE_SIZE)
+    return float(torch.kthvalue(sample, rank).values)
 
 
 def _lowest_k_mask(score: torch.Tensor, k: int) -> torch.Tensor:
-    """Mask keeping all but exactly the k lowest-scored entries of one tensor (ties by index)."""
+    """Mask keeping all but exactly the k lowest-scored entries of one tensor.  Among tied
+    scores at the cut, ``torch.topk`` picks which go: deterministically for a given input, but
+    not by position."""
     flat = score.reshape(-1)
     keep = torch.ones_like(flat, dtype=torch.bool)
     if k > 0:
@@ -75,8 +82,12 @@ def select_lowest_k_global(
 ) -> dict[str, torch.Tensor]:
     """Global selection: prune the ``round(sparsity * total)`` lowest scores across all tensors.
 
-    With exact selection, exactly k entries are pruned even under ties (ties broken by position),
-    so the achieved sparsity equals the request to one element.
+    With exact selection, exactly k entries are pruned even under ties (``torch.topk`` picks
+    among tied scores at the cut, deterministically for a given input but not by position), so
+    the achieved sparsity equals the request to one element.  Above ``_EXACT_THRESHOLD_LIMIT``
+    entries, or with ``exact=False``, every entry at or below one threshold is pruned: ties at
+    the threshold are all pruned, and with ``exact=False`` on a large total the threshold is
+    estimated from a sample (see the module note).
     """
     _check_sparsity(sparsity)
     total = sum(s.numel() for s in scores.values())

@@ -73,9 +73,17 @@ class SparsitySchedule:
         return dataclasses.replace(self, **changes)
 
     def steps(self, total_steps: int) -> tuple[int, int]:
-        """Return the (first, last) step of the ramp for a run of ``total_steps``."""
-        first = int(math.floor(self.start * total_steps))
-        last = max(first, int(math.ceil(self.end * total_steps)) - 1)
+        """Return the (first, last) step of the ramp for a run of ``total_steps``.
+
+        Raises:
+            ValueError: ``total_steps`` < 1 (a run without steps has no ramp).
+        """
+        if not total_steps >= 1:
+            raise ValueError(f"total_steps must be >= 1, got total_steps={total_steps!r}")
+        # Round away binary noise before floor/ceil: 0.7 * 90 is 62.99999999999999 and
+        # 0.07 * 100 is 7.000000000000001, which would move the ramp by one step.
+        first = int(math.floor(round(self.start * total_steps, 9)))
+        last = max(first, int(math.ceil(round(self.end * total_steps, 9))) - 1)
         return min(first, total_steps - 1), min(last, total_steps - 1)
 
     def sparsity_at(self, step: int, total_steps: int) -> float:

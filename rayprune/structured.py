@@ -1,0 +1,521 @@
+"""A physically smaller BERT: the export format of structured pruning (GRAIN, heads+FFN).
+
+A structured method prunes *units* of a ``BertForSequenceClassification`` by zeroing them in place
+(``rayprune.methods.grain``).  :func:`shrink_model` reads which units are gone from those zeros and
+copies the kept rows and columns into a :class:`PrunedBertForSequenceClassification`, whose
+matrices have the pruned sizes:
+
+* every head keeps its own number of *query units* (rows of W_Q and W_K, the QK dimension) and
+  *value units* (rows of W_V and columns of W_O, the VO dimension); the two may differ;
+* a head without value units contributes nothing and disappears entirely (its query units too);
+* every layer keeps its own FFN width; a layer may lose all heads or all FFN neurons, and then
+  only the output biases of that sub-block remain.
+
+The layout is recorded in :class:`PrunedBertConfig` (``pruned_layout``), so the model saves with
+``save_pretrained`` (safetensors, no pickle) and reloads through
+``AutoModelForSequenceClassification.from_pretrained(dir)`` once this module has been imported
+(importing it registers the config and the model with the Auto classes; no ``trust_remote_code``).
+
+Example::
+
+    import rayprune.structured                  # registers "rayprune_pruned_bert"
+    small = rayprune.structured.shrink_model(masked_bert)
+    small.save_pretrained("out")
+    again = AutoModelForSequenceClassification.from_pretrained("out")
+
+Embeddings, the pooler and the classifier are copied unchanged (``BertEmbeddings`` and
+``BertPooler`` are reused from transformers).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+)
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.models.bert.modeling_bert import BertEmbeddings, BertPooler
+
+try:  # transformers >= 5: init helpers that respect the "already loaded" flags
+    from transformers import initialization as _init
+except ImportError:  # pragma: no cover - transformers 4.x
+    _init = None
+
+__all__ = [
+    "PrunedBertConfig",
+    "PrunedBertForSequenceClassification",
+    "shrink_model",
+    "read_pruned_layout",
+    "dense_encoder_parameter_count",
+    "encoder_parameter_count",
+]
+
+MODEL_TYPE = "rayprune_pruned_bert"
+
+
+class PrunedBertConfig(BertConfig):
+    """``BertConfig`` plus the per-layer sizes left after structured pruning.
+
+    The dense sizes (``hidden_size``, ``num_attention_heads``, ``intermediate_size``) stay those
+    of the model that was pruned: the softmax scale is that of the dense head size, and the dense
+    parameter count (for density) is computable from them.
+
+    Attributes:
+        pruned_layout: one dict per layer, ``{"query_units": [int per head], "value_units":
+            [int per head], "intermediate_size": int}``.  ``value_units[h] == 0`` means head h is
+            gone (then ``query_units[h] == 0`` too).  ``None`` means dense (every head full).
+    """
+
+    model_type = MODEL_TYPE
+    pruned_layout: list | None = None
+
+    def layer_layout(self, index: int) -> dict[str, Any]:
+        """Sizes of layer ``index`` (dense sizes when ``pruned_layout`` is ``None``)."""
+        if self.pruned_layout is None:
+            head = self.hidden_size // self.num_attention_heads
+            return {
+                "query_units": [head] * self.num_attention_heads,
+                "value_units": [head] * self.num_attention_heads,
+                "intermediate_size": self.intermediate_size,
+            }
+        return self.pruned_layout[index]
+
+
+def _linear(in_features: int, out_features: int, bias: bool = True) -> nn.Linear:
+    """``nn.Linear`` that may have a zero size (a pruned-away block); torch warns that initialising
+    an empty tensor is a no-op, which is exactly what we want here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        return nn.Linear(in_features, out_features, bias=bias)
+
+
+class PrunedBertSelfAttention(nn.Module):
+    """Multi-head self-attention whose heads have their own QK and VO sizes.
+
+    ``query``/``key`` map ``hidden -> sum(qk)`` and ``value`` maps ``hidden -> sum(vo)``, heads
+    concatenated in order.  For the attention product, heads are zero-padded to the largest QK and
+    VO size of the layer (a zero coordinate adds exactly nothing to q.k, and padded value columns
+    are dropped again), so one fused ``scaled_dot_product_attention`` call serves all heads.
+    Without padding (every head the same size) the padding gathers are skipped.
+    """
+
+    def __init__(self, config: PrunedBertConfig, query_units: list[int], value_units: list[int]):
+        super().__init__()
+        kept = [h for h, v in enumerate(value_units) if v > 0]
+        self.qk_sizes = [int(query_units[h]) for h in kept]  # per kept head
+        self.vo_sizes = [int(value_units[h]) for h in kept]
+        self.num_heads = len(kept)
+        dense_head = config.hidden_size // config.num_attention_heads
+        # The dense model's scale, whatever the pruned QK size: the masked model computes exactly
+        # this, and the pruned coordinates are zeros that the scale does not see.
+        self.scaling = dense_head**-0.5
+        self.dropout_p = config.attention_probs_dropout_prob
+        self.query = _linear(config.hidden_size, sum(self.qk_sizes))
+        self.key = _linear(config.hidden_size, sum(self.qk_sizes))
+        self.value = _linear(config.hidden_size, sum(self.vo_sizes))
+        # Heads without query units still attend (uniformly); pad them to one zero coordinate.
+        self.max_qk = max(self.qk_sizes, default=0) or 1
+        self.max_vo = max(self.vo_sizes, default=0)
+        self.uniform = (
+            self.num_heads > 0 and len(set(self.qk_sizes)) == 1 and len(set(self.vo_sizes)) == 1
+            and self.qk_sizes[0] > 0
+        )
+        # Index tensors are built lazily per device (never registered as buffers: models are
+        # instantiated on the meta device when loaded, and these are derived from the config).
+        self._index_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(qk pad index, vo pad index, vo unpad index) for this layer's sizes, on ``device``."""
+        if device not in self._index_cache:
+            qk_pad, vo_pad, vo_unpad = [], [], []
+            zero_qk, zero_vo = sum(self.qk_sizes), sum(self.vo_sizes)  # the appended zero column
+            qk_start = vo_start = 0
+            for h, (nq, nv) in enumerate(zip(self.qk_sizes, self.vo_sizes)):
+                qk_pad += list(range(qk_start, qk_start + nq)) + [zero_qk] * (self.max_qk - nq)
+                vo_pad += list(range(vo_start, vo_start + nv)) + [zero_vo] * (self.max_vo - nv)
+                vo_unpad += [h * self.max_vo + j for j in range(nv)]
+                qk_start += nq
+                vo_start += nv
+            self._index_cache[device] = tuple(
+                torch.tensor(i, dtype=torch.long, device=device) for i in (qk_pad, vo_pad, vo_unpad)
+            )
+        return self._index_cache[device]
+
+    @staticmethod
+    def _pad(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """(B, L, n) -> (B, L, len(index)): gather columns, index n meaning a zero column."""
+        return F.pad(x, (0, 1)).index_select(-1, index)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        batch, length, _ = hidden_states.shape
+        if self.num_heads == 0:
+            return hidden_states.new_zeros(batch, length, 0)
+        q, k, v = self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)
+        if self.uniform:
+            head_qk, head_vo = self.qk_sizes[0], self.vo_sizes[0]
+        else:
+            qk_pad, vo_pad, vo_unpad = self._indices(hidden_states.device)
+            q, k, v = self._pad(q, qk_pad), self._pad(k, qk_pad), self._pad(v, vo_pad)
+            head_qk, head_vo = self.max_qk, self.max_vo
+        # (B, L, heads * size) -> (B, heads, L, size)
+        q = q.view(batch, length, self.num_heads, head_qk).transpose(1, 2)
+        k = k.view(batch, length, self.num_heads, head_qk).transpose(1, 2)
+        v = v.view(batch, length, self.num_heads, head_vo).transpose(1, 2)
+        context = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=attention_mask,
+            dropout_p=self.dropout_p if self.training else 0.0,
+            scale=self.scaling,
+        )  # (B, heads, L, head_vo)
+        context = context.transpose(1, 2).reshape(batch, length, self.num_heads * head_vo)
+        if not self.uniform:
+            context = context.index_select(-1, vo_unpad)  # (B, L, sum(vo))
+        return context
+
+
+class PrunedBertSelfOutput(nn.Module):
+    """W_O (``sum(vo) -> hidden``), dropout, residual and LayerNorm, as ``BertSelfOutput``."""
+
+    def __init__(self, config: PrunedBertConfig, in_features: int):
+        super().__init__()
+        self.dense = _linear(in_features, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(context)) + residual)
+
+
+class PrunedBertAttention(nn.Module):
+    def __init__(self, config: PrunedBertConfig, layout: dict[str, Any]):
+        super().__init__()
+        self.self = PrunedBertSelfAttention(config, layout["query_units"], layout["value_units"])
+        self.output = PrunedBertSelfOutput(config, sum(self.self.vo_sizes))
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return self.output(self.self(hidden_states, attention_mask), hidden_states)
+
+
+class PrunedBertIntermediate(nn.Module):
+    def __init__(self, config: PrunedBertConfig, size: int):
+        super().__init__()
+        self.dense = _linear(config.hidden_size, size)
+        act = config.hidden_act
+        self.intermediate_act_fn = ACT2FN[act] if isinstance(act, str) else act
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class PrunedBertOutput(nn.Module):
+    def __init__(self, config: PrunedBertConfig, size: int):
+        super().__init__()
+        self.dense = _linear(size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class PrunedBertLayer(nn.Module):
+    """One encoder block with the module names of ``BertLayer`` (state-dict keys match BERT's)."""
+
+    def __init__(self, config: PrunedBertConfig, layout: dict[str, Any]):
+        super().__init__()
+        self.attention = PrunedBertAttention(config, layout)
+        self.intermediate = PrunedBertIntermediate(config, int(layout["intermediate_size"]))
+        self.output = PrunedBertOutput(config, int(layout["intermediate_size"]))
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        attention_output = self.attention(hidden_states, attention_mask)
+        return self.output(self.intermediate(attention_output), attention_output)
+
+
+class PrunedBertEncoder(nn.Module):
+    def __init__(self, config: PrunedBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(
+            PrunedBertLayer(config, config.layer_layout(i)) for i in range(config.num_hidden_layers)
+        )
+
+
+class PrunedBertModel(nn.Module):
+    """Embeddings + pruned encoder + pooler, named like ``BertModel``."""
+
+    def __init__(self, config: PrunedBertConfig):
+        super().__init__()
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = PrunedBertEncoder(config)
+        self.pooler = BertPooler(config)
+
+
+class PrunedBertForSequenceClassification(PreTrainedModel):
+    """BERT sequence classifier with per-head and per-layer pruned sizes (see the module doc).
+
+    State-dict keys are those of ``BertForSequenceClassification``; only the shapes differ.  The
+    forward takes the usual inputs and returns a ``SequenceClassifierOutput`` (``hidden_states``
+    with ``output_hidden_states=True``; attention weights are not available).
+    """
+
+    config_class = PrunedBertConfig
+    base_model_prefix = "bert"
+    main_input_name = "input_ids"
+
+    def __init__(self, config: PrunedBertConfig):
+        super().__init__(config)
+        if config.pruned_layout is not None and len(config.pruned_layout) != config.num_hidden_layers:
+            raise ValueError(
+                f"pruned_layout has {len(config.pruned_layout)} layers, expected "
+                f"num_hidden_layers={config.num_hidden_layers}"
+            )
+        self.num_labels = config.num_labels
+        self.bert = PrunedBertModel(config)
+        dropout = config.classifier_dropout
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, BertEmbeddings):
+            # Non-persistent buffers are not in the checkpoint: rebuild them (as BERT does).
+            positions = torch.arange(module.position_ids.shape[-1]).expand((1, -1))
+            if _init is not None:
+                _init.copy_(module.position_ids, positions)
+                _init.zeros_(module.token_type_ids)
+            else:  # pragma: no cover - transformers 4.x
+                with torch.no_grad():
+                    module.position_ids.copy_(positions)
+                    module.token_type_ids.zero_()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.bert.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.bert.embeddings.word_embeddings = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput | tuple:
+        if output_attentions:
+            raise ValueError(
+                "output_attentions=True is not supported by PrunedBertForSequenceClassification "
+                "(heads have different sizes and are fused); use output_attentions=False"
+            )
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        hidden = self.bert.embeddings(
+            input_ids=input_ids,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+        )
+        mask = _additive_mask(attention_mask, hidden.dtype)
+        all_hidden = [hidden] if output_hidden_states else None
+        for layer in self.bert.encoder.layer:
+            hidden = layer(hidden, mask)
+            if all_hidden is not None:
+                all_hidden.append(hidden)
+        logits = self.classifier(self.dropout(self.bert.pooler(hidden)))
+        loss = self._loss(logits, labels) if labels is not None else None
+        output = SequenceClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+        )
+        if return_dict is False:
+            return output.to_tuple()
+        return output
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss ``BertForSequenceClassification`` computes, chosen by ``problem_type``."""
+        problem = self.config.problem_type
+        if problem is None:
+            if self.num_labels == 1:
+                problem = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                problem = "single_label_classification"
+            else:
+                problem = "multi_label_classification"
+        if problem == "regression":
+            if self.num_labels == 1:
+                return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+            return F.mse_loss(logits, labels.to(logits.dtype))
+        if problem == "single_label_classification":
+            return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+def _additive_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """(B, L) 1/0 padding mask -> (B, 1, 1, L) additive mask (0 or the dtype's minimum), or
+    ``None`` when nothing is padded (lets SDPA take its unmasked kernel).  Additive rather than
+    boolean so that a fully padded row gives uniform weights instead of NaN, as BERT's eager path."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    keep = attention_mask[:, None, None, :].to(dtype)
+    return (1.0 - keep) * torch.finfo(dtype).min
+
+
+# ---------------------------------------------------------------------------------------- shrink
+
+
+def _all_zero_rows(*tensors: torch.Tensor) -> torch.Tensor:
+    """True for index i when row i of every tensor is exactly zero (1-D tensors: entry i)."""
+    zero = None
+    for t in tensors:
+        z = (t == 0) if t.dim() == 1 else (t == 0).all(dim=1)
+        zero = z if zero is None else zero & z
+    return zero
+
+
+def _bert_parts(model: nn.Module):
+    if not isinstance(model, BertForSequenceClassification):
+        raise TypeError(
+            "shrink_model needs a transformers BertForSequenceClassification (a BERT-family "
+            f"encoder with BERT's module names), got {type(model).__name__}"
+        )
+    config = model.config
+    if config.is_decoder or config.add_cross_attention:
+        raise ValueError("shrink_model supports encoder-only BERT (is_decoder=False, no cross-attention)")
+    return model.bert, config
+
+
+@torch.no_grad()
+def read_pruned_layout(model: nn.Module) -> tuple[list[dict[str, Any]], list[dict[str, torch.Tensor]]]:
+    """Which units of a masked ``BertForSequenceClassification`` are pruned, read from its zeros.
+
+    A unit is pruned iff all of its parameters are exactly zero:
+
+    * query unit k: row k of W_Q and W_K and entry k of b_Q and b_K;
+    * value unit k: row k of W_V, entry k of b_V and column k of W_O;
+    * FFN unit j: row j of W_1, entry j of b_1 and column j of W_2.
+
+    A head without value units is removed whole, whatever its query units hold (its output is
+    exactly zero).
+
+    Returns:
+        (layout, kept): ``layout`` as :attr:`PrunedBertConfig.pruned_layout`; ``kept`` per layer
+        ``{"query": LongTensor, "value": LongTensor, "ffn": LongTensor}`` of kept dense indices,
+        heads in order.
+    """
+    bert, config = _bert_parts(model)
+    heads = config.num_attention_heads
+    layout, kept = [], []
+    for layer in bert.encoder.layer:
+        att = layer.attention.self
+        head = att.attention_head_size
+        q_dead = _all_zero_rows(att.query.weight, att.query.bias, att.key.weight, att.key.bias)
+        v_dead = _all_zero_rows(
+            att.value.weight, att.value.bias, layer.attention.output.dense.weight.t()
+        )
+        f_dead = _all_zero_rows(
+            layer.intermediate.dense.weight, layer.intermediate.dense.bias, layer.output.dense.weight.t()
+        )
+        q_keep, v_keep = ~q_dead.view(heads, head), ~v_dead.view(heads, head)  # (heads, head)
+        q_keep &= v_keep.any(dim=1, keepdim=True)  # a head without value units goes entirely
+        layout.append({
+            "query_units": [int(n) for n in q_keep.sum(dim=1)],
+            "value_units": [int(n) for n in v_keep.sum(dim=1)],
+            "intermediate_size": int((~f_dead).sum()),
+        })
+        kept.append({
+            "query": q_keep.reshape(-1).nonzero().squeeze(1).cpu(),
+            "value": v_keep.reshape(-1).nonzero().squeeze(1).cpu(),
+            "ffn": (~f_dead).nonzero().squeeze(1).cpu(),
+        })
+    return layout, kept
+
+
+@torch.no_grad()
+def shrink_model(model: nn.Module) -> PrunedBertForSequenceClassification:
+    """Copy a masked ``BertForSequenceClassification`` into a physically smaller model.
+
+    Called by structured methods' ``finalize`` (and usable on any BERT classifier whose pruned
+    units are exactly zero).  In eval mode the result computes the same outputs as ``model`` up
+    to float summation order (padding masks included).
+
+    Args:
+        model: the masked model; it is not modified.
+
+    Returns:
+        a :class:`PrunedBertForSequenceClassification` on ``model``'s device and dtype.
+
+    Raises:
+        TypeError: ``model`` is not a ``BertForSequenceClassification``.
+    """
+    bert, config = _bert_parts(model)
+    layout, kept = read_pruned_layout(model)
+    values = config.to_dict()
+    for key in ("model_type", "architectures", "transformers_version"):
+        values.pop(key, None)
+    values["pruned_layout"] = layout
+    values["architectures"] = [PrunedBertForSequenceClassification.__name__]
+    new_config = PrunedBertConfig(**values)
+    param = next(model.parameters())
+    small = PrunedBertForSequenceClassification(new_config).to(device=param.device, dtype=param.dtype)
+    small.train(model.training)
+
+    # Everything outside the encoder blocks is copied whole.
+    small.bert.embeddings.load_state_dict(bert.embeddings.state_dict())
+    small.bert.pooler.load_state_dict(bert.pooler.state_dict())
+    small.classifier.load_state_dict(model.classifier.state_dict())
+    for src, dst, idx in zip(bert.encoder.layer, small.bert.encoder.layer, kept):
+        q, v, f = (idx[k].to(param.device) for k in ("query", "value", "ffn"))
+        s_att, d_att = src.attention.self, dst.attention.self
+        for name, rows in (("query", q), ("key", q), ("value", v)):
+            getattr(d_att, name).weight.copy_(getattr(s_att, name).weight[rows])
+            getattr(d_att, name).bias.copy_(getattr(s_att, name).bias[rows])
+        dst.attention.output.dense.weight.copy_(src.attention.output.dense.weight[:, v])
+        dst.attention.output.dense.bias.copy_(src.attention.output.dense.bias)
+        dst.attention.output.LayerNorm.load_state_dict(src.attention.output.LayerNorm.state_dict())
+        dst.intermediate.dense.weight.copy_(src.intermediate.dense.weight[f])
+        dst.intermediate.dense.bias.copy_(src.intermediate.dense.bias[f])
+        dst.output.dense.weight.copy_(src.output.dense.weight[:, f])
+        dst.output.dense.bias.copy_(src.output.dense.bias)
+        dst.output.LayerNorm.load_state_dict(src.output.LayerNorm.state_dict())
+    return small
+
+
+# ------------------------------------------------------------------------------- param counting
+
+
+def dense_encoder_parameter_count(config: BertConfig) -> int:
+    """Parameters of the dense encoder blocks that ``config`` describes (Q, K, V, O, FFN, their
+    biases and both LayerNorms per layer: GRAIN's 85.1M for BERT-base)."""
+    d, ffn = config.hidden_size, config.intermediate_size
+    per_layer = 4 * d * d + 4 * d + 2 * d * ffn + ffn + d + 4 * d
+    return config.num_hidden_layers * per_layer
+
+
+def encoder_parameter_count(model: nn.Module) -> int:
+    """Parameters inside the encoder blocks of a BERT or pruned BERT classifier."""
+    return sum(p.numel() for p in model.bert.encoder.parameters())
+
+
+AutoConfig.register(MODEL_TYPE, PrunedBertConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(
+    PrunedBertConfig, PrunedBertForSequenceClassification, exist_ok=True
+)

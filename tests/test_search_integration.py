@@ -1,0 +1,254 @@
+"""End to end on real parts: a local Ray cluster (head + a second node via `ray start`), a real
+SQLite MLflow store, a real `mlflow server` on loopback, real SST-2 data, a tiny BERT.
+
+Asserts what a user relies on: parent/child runs, every finished trial's final metrics in
+MLflow, Pareto artifacts that agree with `rayprune pareto`, exported models that load with
+`from_pretrained` and whose zero fraction is the reported sparsity, and `rayprune train` on an
+exported config reproducing the trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import GLUE_DIR, NO_GLUE_REASON, save_tiny_bert
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not (GLUE_DIR / "sst2" / "train.tsv").exists(), reason=NO_GLUE_REASON),
+]
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A head node and a second worker node, one CPU each, started with `ray start`."""
+    import secrets
+
+    port = _free_port()
+    # Ray >= 2.59 turns token authentication on for `ray start` clusters when a token exists;
+    # give this cluster its own token so the head, the second node and the driver agree.
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    saved = {k: os.environ.get(k) for k in auth}
+    os.environ.update(auth)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_bin = str(BIN / "ray")
+    subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1",
+                    "--include-dashboard=false", "--disable-usage-stats"], check=True, env=env,
+                   capture_output=True)
+    address = f"127.0.0.1:{port}"
+    subprocess.run([ray_bin, "start", f"--address={address}", "--num-cpus=1"], check=True, env=env,
+                   capture_output=True)
+    yield address
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> str:
+    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+def write_space(path: Path, model: str, *, name: str, num_samples: int = 4, scheduler: str = "asha") -> Path:
+    space = {
+        "name": name,
+        "model": model,
+        "data": {"task": "sst2", "max_train_samples": 160, "max_eval_samples": 64, "max_seq_length": 32},
+        "objective": {"metric": "accuracy"},
+        "training": {"steps": 8, "batch_size": 16, "eval_interval": 4, "learning_rate": 1e-3},
+        "budget": {"num_samples": num_samples, "max_concurrent": 2},
+        "resources": {"cpu": 1},
+        "scheduler": {"kind": scheduler, "grace_period": 1, "reduction_factor": 2},
+        "search": {"algorithm": "tpe", "seed": 0},
+        "space": {
+            "method": {"choice": ["magnitude", "movement"]},
+            "target_sparsity": {"uniform": [0.5, 0.9]},
+            "magnitude.selection": {"choice": ["global", "layer"]},
+            "schedule.start": 0.0,
+            "schedule.end": 0.5,
+        },
+        "points_to_evaluate": [{"method": "magnitude", "target_sparsity": 0.8, "magnitude.selection": "global"}],
+    }
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "rayprune"), *args], capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def finished_search(ray_cluster, tiny_dir, tmp_path_factory):
+    """One real search on the two-node cluster with the default SQLite MLflow store."""
+    from rayprune.search import prepare_search, run_search
+    from rayprune.search_space import load_spec
+
+    root = tmp_path_factory.mktemp("search")
+    spec = load_spec(write_space(root / "space.yaml", tiny_dir, name="it"))
+    prepared = prepare_search(spec, output=root / "runs", data_dir=str(GLUE_DIR))
+    summary = run_search(prepared, address=ray_cluster, verbose=0)
+    return summary, Path(summary["search_dir"])
+
+
+def test_trials_ran_on_both_nodes_and_results_are_in_ray_storage(finished_search):
+    summary, search_dir = finished_search
+    rows = summary["rows"]
+    assert len(rows) == 4 and summary["errors"] == 0
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(search_dir / "ray" / "tune"))
+    nodes = {t.last_result.get("node_id") for t in analysis.trials}
+    assert len(nodes) == 2, f"trials did not spread over the two nodes: {nodes}"
+    assert all(t.last_result.get("sparsity") is not None for t in analysis.trials)
+
+
+def test_mlflow_holds_parent_and_child_runs_with_final_metrics(finished_search):
+    from mlflow.tracking import MlflowClient
+
+    from rayprune.tracking import default_tracking_uri
+
+    summary, search_dir = finished_search
+    client = MlflowClient(default_tracking_uri(search_dir))
+    exp = client.get_experiment_by_name("it")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("rayprune.role") == "search"]
+    children = [r for r in runs if r.data.tags.get("rayprune.role") == "trial"]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    assert parent.info.status == "FINISHED"
+    by_trial = {c.data.tags["rayprune.trial_id"]: c for c in children}
+    for row in summary["rows"]:
+        child = by_trial[row["trial_id"]]
+        assert child.data.params["method"] == row["method"]
+        assert float(child.data.params["target_sparsity"]) == pytest.approx(row["target_sparsity"])
+        assert child.data.metrics["accuracy"] == pytest.approx(row["accuracy"])
+        assert child.data.metrics["sparsity"] == pytest.approx(row["sparsity"])
+        assert child.info.status == ("FINISHED" if row["status"] == "complete" else "KILLED")
+        # per-evaluation history, not only the last value
+        history = client.get_metric_history(child.info.run_id, "sparsity")
+        assert len(history) == int(round(row["budget_fraction"] * 8 / 4))
+    front_ids = {r["trial_id"] for r in summary["front"]}
+    assert front_ids
+    assert {t for t, c in by_trial.items() if c.data.tags.get("pareto") == "true"} == front_ids
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
+    assert {"pareto/pareto.csv", "pareto/pareto.png", "pareto/pareto.html"} <= artifacts
+    assert parent.data.metrics["pareto_hypervolume"] == pytest.approx(summary["hypervolume"])
+
+
+def test_pareto_cli_agrees_with_the_logged_front(finished_search):
+    from rayprune.pareto import pareto_front
+
+    summary, search_dir = finished_search
+    result = run_cli("pareto", str(search_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    assert {r["trial_id"] for r in printed["front"]} == {r["trial_id"] for r in summary["front"]}
+    complete = [r for r in summary["rows"] if r["status"] == "complete"]
+    import numpy as np
+
+    idx = pareto_front(np.array([[r["accuracy"], r["sparsity"]] for r in complete]), ["max", "max"])
+    assert {complete[i]["trial_id"] for i in idx} == {r["trial_id"] for r in printed["front"]}
+    text = run_cli("pareto", str(search_dir))
+    assert "Pareto front" in text.stdout and summary["front"][0]["trial_id"] in text.stdout
+
+
+def test_export_loads_with_from_pretrained_and_train_reproduces(finished_search, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from rayprune.models import prunable_targets
+
+    summary, search_dir = finished_search
+    result = run_cli("export", str(search_dir), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    exported = sorted((tmp_path / "out").iterdir())
+    assert len(exported) == len(summary["front"])
+    first = exported[0]
+    assert (first / "model.safetensors").exists() and (first / "README.md").exists()
+    info = json.loads((first / "rayprune.json").read_text())
+    row = next(r for r in summary["rows"] if r["trial_id"] == info["trial_id"])
+    model = AutoModelForSequenceClassification.from_pretrained(first)
+    named = dict(model.named_parameters())
+    targets = prunable_targets(model)
+    zeros = sum(int((named[t] == 0).sum()) for t in targets)
+    total = sum(named[t].numel() for t in targets)
+    assert zeros / total == pytest.approx(row["sparsity"], abs=1e-9)
+    assert "sparsity" in (first / "README.md").read_text()
+
+    rerun = run_cli("train", "--config", str(first / "config.yaml"), "--data-dir", str(GLUE_DIR))
+    assert rerun.returncode == 0, rerun.stderr
+    metrics = json.loads(rerun.stdout[rerun.stdout.index("{"):])
+    assert metrics["accuracy"] == pytest.approx(row["accuracy"], abs=1e-9)
+    assert metrics["sparsity"] == pytest.approx(row["sparsity"], abs=1e-9)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--host", "127.0.0.1",
+         "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start on loopback within 120 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_search_logs_to_a_real_mlflow_server(ray_cluster, tiny_dir, mlflow_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from rayprune.search import prepare_search, run_search
+    from rayprune.search_space import load_spec
+
+    spec = load_spec(write_space(tmp_path / "space.yaml", tiny_dir, name="served", num_samples=2, scheduler="fifo"))
+    prepared = prepare_search(spec, output=tmp_path / "runs", data_dir=str(GLUE_DIR))
+    summary = run_search(prepared, address=ray_cluster, tracking_uri=mlflow_server, verbose=0)
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("served")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 3  # parent + 2 trials
+    parent = next(r for r in runs if r.data.tags.get("rayprune.role") == "search")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")} >= {"pareto/pareto.png"}
+    assert all(r["status"] == "complete" for r in summary["rows"])  # fifo: nobody stopped
+    assert not (Path(summary["search_dir"]) / "mlflow.db").exists()  # nothing written locally

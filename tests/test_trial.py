@@ -1,0 +1,123 @@
+"""The trial loop: hook order, measured sparsity, reports, checkpoint/resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rayprune.data import DataSpec, load_task, tokenize_task
+from rayprune.methods import PruningMethod, register
+from rayprune.models import load_model_and_tokenizer
+from rayprune.trial import TrialConfig, TrialSettings, eval_steps, run_training
+
+from helpers import save_tiny_bert
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> str:
+    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="module")
+def demo_data(tiny_dir):
+    task = load_task(DataSpec(task="demo", max_train_samples=120, max_eval_samples=40))
+    _, tokenizer = load_model_and_tokenizer(tiny_dir, num_labels=task.num_labels)
+    return tokenize_task(task, tokenizer, max_seq_length=32)
+
+
+EVENTS: list[str] = []
+
+
+@register("recording")
+class RecordingMethod(PruningMethod):
+    """Records every hook the trial calls; scores by |w|."""
+
+    description = "test-only: records hook order"
+    schedule_defaults = {"start": 0.0, "end": 0.5, "interval": 2}
+
+    def score(self, fqn, weight):
+        return weight.abs()
+
+    def task_loss(self, outputs, batch, teacher_outputs):
+        EVENTS.append("task_loss")
+        return None
+
+    def extra_loss(self, outputs, batch, teacher_outputs):
+        EVENTS.append("extra_loss")
+        return None
+
+    def after_backward(self, model):
+        has_grad = all(p.grad is not None for p in self.params.values())
+        EVENTS.append("after_backward" + ("" if has_grad else "(no grad!)"))
+
+    def after_optimizer_step(self, model):
+        EVENTS.append("after_optimizer_step")
+
+    def step(self, sparsity):
+        EVENTS.append(f"step({sparsity:.3f})")
+        return super().step(sparsity)
+
+    def apply_masks(self):
+        EVENTS.append("apply_masks")
+        super().apply_masks()
+
+
+def settings_for(model_dir: str, **changes) -> TrialSettings:
+    base = dict(model=model_dir, metric="accuracy", steps=6, batch_size=8, eval_interval=3, threads=1)
+    return TrialSettings(**{**base, **changes})
+
+
+def test_hooks_fire_in_the_documented_order(tiny_dir, demo_data):
+    EVENTS.clear()
+    settings = settings_for(tiny_dir, steps=4, eval_interval=4)
+    config = TrialConfig.from_flat({"method": "recording", "target_sparsity": 0.5}, settings)
+    run_training(config, settings, demo_data)
+    per_step = ["task_loss", "extra_loss", "after_backward", "after_optimizer_step"]
+    # Ramp over steps 0..1 (end = 0.5 of 4 steps), interval 2: masks at steps 0 and 1.
+    expected = (
+        per_step + ["step(0.000)", "apply_masks", "apply_masks"]
+        + per_step + ["step(0.500)", "apply_masks", "apply_masks"]
+        + (per_step + ["apply_masks"]) * 2
+    )
+    assert EVENTS == expected
+
+
+def test_reports_measured_sparsity_at_every_evaluation(tiny_dir, demo_data):
+    reports = []
+    settings = settings_for(tiny_dir)
+    config = TrialConfig.from_flat(
+        {"method": "magnitude", "target_sparsity": 0.7, "schedule.start": 0.0, "schedule.end": 0.5}, settings)
+    model, method, final = run_training(config, settings, demo_data, report=lambda m, w: reports.append(m))
+    assert [r["step"] for r in reports] == eval_steps(6, 3) == [3, 6]
+    assert reports[-1]["budget_fraction"] == 1.0
+    assert reports[-1]["target_sparsity"] == 0.7
+    # measured, not copied: equals the zero fraction of the prunable weights
+    zeros = sum(int((p == 0).sum()) for p in method.params.values())
+    total = sum(p.numel() for p in method.params.values())
+    assert reports[-1]["sparsity"] == pytest.approx(zeros / total)
+    assert abs(reports[-1]["sparsity"] - 0.7) < 1e-4
+    assert 0 < reports[-1]["sparsity_encoder"] < reports[-1]["sparsity"]
+    for key in ("accuracy", "train_loss", "scheduled_sparsity"):
+        assert key in reports[-1]
+
+
+def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tiny_dir, demo_data, tmp_path):
+    settings = settings_for(tiny_dir, steps=6, eval_interval=3)
+    flat = {"method": "movement", "target_sparsity": 0.6, "schedule.start": 0.0, "schedule.end": 1.0,
+            "learning_rate": 1e-3}
+    config = TrialConfig.from_flat(flat, settings)
+    ckpt = tmp_path / "step3"
+
+    def checkpoint_at_step_3(metrics, writer):
+        if metrics["step"] == 3:
+            writer(ckpt)  # written while the run is at step 3
+
+    full_model, _, full_metrics = run_training(config, settings, demo_data, report=checkpoint_at_step_3)
+    assert (ckpt / "model.safetensors").exists()
+    resumed_model, _, resumed_metrics = run_training(config, settings, demo_data, resume_from=ckpt)
+    for (name, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert resumed_metrics["accuracy"] == full_metrics["accuracy"]
+    assert resumed_metrics["sparsity"] == full_metrics["sparsity"]
