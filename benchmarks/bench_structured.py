@@ -214,6 +214,7 @@ def main(argv=None) -> dict:
     rows["dense (PrunedBert)"] = {"method": "dense", "target_density": 1.0, "layout": full, "max_logit_diff": None}
     for method_name in args.methods.split(","):
         for density in (float(x) for x in args.densities.split(",")):
+            print(f"selecting units: {method_name} at density {density}", file=sys.stderr, flush=True)
             small, diff = select_and_shrink(dense, method_name, density, args.ramp_steps, args.beta, grads)
             name = f"{method_name} {density:.0%}"
             models[name] = small
@@ -224,6 +225,7 @@ def main(argv=None) -> dict:
     batch = {"input_ids": torch.randint(1000, 20000, (args.batch_size, args.seq_len), generator=gen)}
     batch["attention_mask"] = torch.ones_like(batch["input_ids"])
     batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+    print(f"timing {len(models)} models", file=sys.stderr, flush=True)
     times = time_models(models, batch, args.repeats, args.warmup, threads)
     dense_median = statistics.median(times["dense (HF BERT)"]["wall"])
     # One thread, process CPU time: insensitive to other processes sharing the cores.
@@ -250,6 +252,7 @@ def main(argv=None) -> dict:
                     statistics.median(single["dense (HF BERT)"]["cpu"]) / row["single_thread_cpu_median_s"]
                 )
             if not args.no_memory:
+                print(f"memory: {name}", file=sys.stderr, flush=True)
                 row["memory"] = measure_memory(model, batch_path, threads)
     finally:
         os.unlink(batch_path)

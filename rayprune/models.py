@@ -121,7 +121,12 @@ def load_model_and_tokenizer(
         ValueError: the model or tokenizer cannot be found (message names the model).
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # A new classifier head is expected when fine-tuning; the per-load report and weight-loading
+    # bar would drown the search's own output (one per trial).
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(

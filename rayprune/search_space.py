@@ -151,7 +151,7 @@ _DATA_KEYS = {
 _TRAINING_DEFAULTS = {
     "steps": None, "epochs": None, "batch_size": 32, "eval_interval": 50, "eval_batch_size": 128,
     "learning_rate": 5e-5, "weight_decay": 0.0, "warmup_ratio": 0.1, "max_grad_norm": 1.0,
-    "seed": 0, "checkpoint_keep": 1, "threads_per_trial": None,
+    "seed": 0, "checkpoint_keep": 2, "threads_per_trial": None,
 }
 _SCHEDULER_DEFAULTS = {"kind": "asha", "grace_period": 2, "reduction_factor": 2}
 _TEACHER_DEFAULTS = {"model": None, "steps": None, "learning_rate": 5e-5}

@@ -230,6 +230,7 @@ def run_training(
         unlabeled_texts=getattr(data, "unlabeled_texts", ()),
         max_seq_length=getattr(data, "max_seq_length", 128),
         schedule=schedule,
+        resuming=resume_from is not None,
         seed=config.seed,
     )
     if method is not None:
@@ -274,12 +275,12 @@ def run_training(
         if loss is None:
             loss = outputs.loss
         loss.backward(retain_graph=extra is not None)
+        if settings.max_grad_norm:  # the task gradient only (see rayprune/methods/base.py)
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         if method is not None:
             method.after_backward(model)
         if extra is not None:
             extra.backward()
-        if settings.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -414,7 +414,8 @@ def test_mo_asha_inside_a_real_tune_run(tmp_path):
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # "local": a cluster of our own, even if another process has one running on this host.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         sched = create_scheduler(
             "mo_asha", objectives=ACC_SPARSITY, max_t=8, grace_period=1, reduction_factor=2

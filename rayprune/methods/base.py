@@ -20,9 +20,15 @@ How the trial loop (``rayprune.trial``) drives a method, per training step::
     loss = method.task_loss(outputs, batch, teacher_outputs) or outputs.loss
     extra = method.extra_loss(outputs, batch, teacher_outputs)
     loss.backward(retain_graph=extra is not None)
+    clip_grad_norm_(max_grad_norm)                # the task gradient only
     method.after_backward(model)                  # grads of the task loss only
     if extra is not None: extra.backward()        # e.g. GRAIN's hidden loss, penalties
-    clip_grad_norm_; optimizer.step(); lr_scheduler.step()
+    optimizer.step(); lr_scheduler.step()
+
+Clipping applies to the task gradient alone, before ``after_backward``: what a method adds on
+purpose (MGPP's prior gradient, whose spike term is ~1/(n*v0) on pruned weights; penalties through
+``extra_loss``) is not rescaled by it, and importance statistics read clipped task gradients as
+in PINS' official step order.
     method.after_optimizer_step(model)
     if schedule.should_update(step): method.step(schedule.sparsity_at(step))
     method.apply_masks()
@@ -83,6 +89,7 @@ class TrainingContext:
         max_seq_length: the task's maximum sequence length.
         device: where the model lives.
         schedule: the run's sparsity schedule (MGPP anneals its prior over the ramp).
+        resuming: the trial restores a checkpoint right after ``prepare`` (skip one-off stages).
         seed: the trial's seed.
     """
 
@@ -98,6 +105,7 @@ class TrainingContext:
     max_seq_length: int = 128
     device: str = "cpu"
     schedule: Any = None
+    resuming: bool = False
     seed: int = 0
     extras: dict = field(default_factory=dict)
 
@@ -248,7 +256,8 @@ class PruningMethod:
     def state_dict(self) -> dict[str, Any]:
         """Masks plus whatever statistics the method keeps; tensors only on the CPU.  Subclasses
         extend the dict returned by ``super().state_dict()``."""
-        return {"masks": {k: v.cpu() for k, v in self.masks.items()}}
+        # Copies: masks are updated in place by later steps.
+        return {"masks": {k: v.detach().cpu().clone() for k, v in self.masks.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output after :meth:`prepare` (Tune trial resume)."""

@@ -8,7 +8,7 @@ the mask's gradient to the scores unchanged, so
 
 Our masks are applied by zeroing ``W`` in place after every optimizer step, so the forward already
 uses ``W'`` and ``param.grad`` *is* ``dL/dW'``: the score gradient is ``param.grad * param``, read
-in ``after_backward`` (task loss only, before clipping, with the weights the forward used).  The
+in ``after_backward`` (task loss only, with the weights the forward used).  The
 scores have their own ``torch.optim.AdamW`` at ``score_learning_rate`` (the official
 ``mask_scores_learning_rate`` 1e-2, betas (0.9, 0.999), eps 1e-8, no weight decay as in the official
 score parameter group), stepped in ``after_optimizer_step``.  Descent on ``S`` accumulates
@@ -24,9 +24,11 @@ Differences from the official code, forced by project-wide decisions:
   every step, so entries can regrow).  A pruned weight is zero, so its score gets no gradient.
 * The scores are updated from step 0 (the official code trains them during the dense warm-up
   too) until the last masking step; after the ramp the mask is frozen and they are not needed.
-* The official scores share the weights' linear-decay learning-rate schedule and joint gradient
-  clipping; ours use a constant ``score_learning_rate`` and are not clipped (Adam's update is
-  insensitive to the gradient's scale).
+* The official scores share the weights' linear-decay learning-rate schedule and their gradient
+  is clipped jointly with the weights'; ours use a constant ``score_learning_rate``, and their
+  gradient is ``grad * W`` with ``grad`` as the trial hands it to ``after_backward`` (clipped to
+  ``max_grad_norm`` by ``rayprune.trial`` when set), so clipping reaches them only through
+  ``grad`` (soft movement's penalty gradient is not clipped).
 
 Memory: ``S``, its gradient and AdamW's two moments are four float32 buffers of the prunable
 set's size (16 bytes per weight, 170 MB for MiniLM-L6's encoder), plus the base's bool mask.
@@ -70,7 +72,8 @@ class MovementOptions(MethodOptions):
                 raise TypeError(f"{name} must be a float, got {name}={value!r}")
         if not self.score_learning_rate > 0.0:
             raise ValueError(
-                f"score_learning_rate must be > 0, got score_learning_rate={self.score_learning_rate}"
+                "score_learning_rate must be > 0, "
+                f"got score_learning_rate={self.score_learning_rate}"
             )
         if not abs(self.mask_init) < float("inf"):
             raise ValueError(f"mask_init must be finite, got mask_init={self.mask_init}")

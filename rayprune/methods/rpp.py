@@ -191,7 +191,8 @@ class RPPMethod(PruningMethod):
         super().prepare(model, targets, context)
         self._mask_fixed = False
         self._refresh_alpha()
-        if self.options.stage == "mlm":
+        if self.options.stage == "mlm" and not context.resuming:
+            # A resumed trial gets its pruned weights and fixed mask from the checkpoint.
             self._run_mlm_stage()
 
     def score(self, fqn: str, weight: torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,20 @@ The official mask is ``sigmoid(S) > tau(t)``, with ``tau`` following the cubic s
   ``k = min(#entries at or below the threshold, round(s(t) * n))`` (globally by default, as the
   official threshold is one number for all matrices; per matrix with ``selection="layer"``).
 
-So the achieved sparsity is at most the target, and below it when the penalty has not pushed
-enough scores under ``tau``: read the measured sparsity (``step``'s return value), never the
-target.  The penalty stops after the ramp (the mask is frozen, ``S`` no longer matters).
+So the threshold can only *lag* the target: while the penalty has not pushed enough scores
+under ``tau``, the sparsity stays below ``s(t)``.  What happens at the end is an option:
+
+* ``fill_to_target=True`` (default): at the ramp's last masking step the remaining gap to the
+  target is pruned by lowest ``S`` even above ``tau`` (movement pruning's top-k for the rest), so
+  every run ends at the requested sparsity, as the search and the method contract expect.  The
+  number of entries the fill pruned above ``tau`` is
+  :attr:`SoftMovementMethod.filled_above_threshold` (0 = the threshold reached the target).
+* ``fill_to_target=False``: the official reading; the run ends at
+  ``min(target, #sigmoid(S) <= tau_final)``, possibly far below the target when ``final_lambda``
+  is too weak for the run's length (search over ``final_lambda`` then).
+
+Either way, read the measured sparsity (``step``'s return value), never the target.  The penalty
+stops after the ramp (the mask is frozen, ``S`` no longer matters).
 
 Memory: as movement pruning (``S``, its gradient, two AdamW moments), plus the penalty's
 ``sigmoid(S)`` graph for one step.
@@ -33,11 +44,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
+from torch import nn
+
+from rayprune.methods.base import TrainingContext
 
 from rayprune.methods.movement import MovementMethod, MovementOptions
+from rayprune.methods.seven import ramp_window
 
 __all__ = ["SoftMovementMethod", "SoftMovementOptions"]
 
@@ -51,6 +66,9 @@ class SoftMovementOptions(MovementOptions):
             or ``layer`` (the target caps each matrix separately).
         final_lambda: penalty weight at the end of the ramp (official 400).
         final_threshold: ``tau_final``, the sigmoid(S) threshold at the end of the ramp (0.1).
+        fill_to_target: at the ramp's last masking step, prune up to the target by lowest
+            ``S`` even above ``tau`` (our addition, see the module docstring; ``False`` = the
+            official threshold only).
         score_learning_rate: learning rate of the scores' AdamW (official 1e-2).
         mask_init: constant initial score (0, i.e. sigmoid(S) = 0.5).
     """
@@ -58,6 +76,7 @@ class SoftMovementOptions(MovementOptions):
     selection: Literal["global", "layer"] = "global"
     final_lambda: float = 400.0
     final_threshold: float = 0.1
+    fill_to_target: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -65,8 +84,14 @@ class SoftMovementOptions(MovementOptions):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a float, got {name}={value!r}")
+        if not isinstance(self.fill_to_target, bool):
+            raise TypeError(
+                f"fill_to_target must be True or False, got fill_to_target={self.fill_to_target!r}"
+            )
         if not 0.0 <= self.final_lambda < float("inf"):
-            raise ValueError(f"final_lambda must be finite and >= 0, got final_lambda={self.final_lambda}")
+            raise ValueError(
+                f"final_lambda must be finite and >= 0, got final_lambda={self.final_lambda}"
+            )
         if not 0.0 < self.final_threshold < 1.0:
             raise ValueError(
                 f"final_threshold must be in (0, 1), got final_threshold={self.final_threshold}"
@@ -83,7 +108,11 @@ class SoftMovementMethod(MovementMethod):
       differentiable function of ``S`` only; its backward adds to ``S.grad`` after
       ``after_backward`` wrote the task part, and ``after_optimizer_step`` steps both.
     * ``step``: prunes the lowest scores among those with ``sigmoid(S) <= tau(t)``, up to the
-      requested sparsity.
+      requested sparsity; at the ramp's last step with ``fill_to_target``, up to the target.
+
+    Attributes:
+        filled_above_threshold: entries the final fill pruned although ``sigmoid(S) > tau``
+            (0 when the threshold reached the target by itself).
     """
 
     Options = SoftMovementOptions
@@ -91,6 +120,10 @@ class SoftMovementMethod(MovementMethod):
         "Soft movement pruning (Sanh et al. 2020): sigmoid(S) > tau, L1 penalty on sigmoid(S)"
     )
     schedule_defaults = {"kind": "cubic", "interval": 1}
+
+    def prepare(self, model: nn.Module, targets: Sequence[str], context: TrainingContext) -> None:
+        super().prepare(model, targets, context)
+        self.filled_above_threshold = 0
 
     def ramp(self) -> float:
         """``s(t) / s_final`` in [0, 1]: how far ``tau`` and ``lambda`` are along their ramp."""
@@ -124,8 +157,25 @@ class SoftMovementMethod(MovementMethod):
         return weight * per_target.mean()
 
     def pruning_ceiling(self) -> float | None:
+        if self.options.fill_to_target and self.context.step >= ramp_window(self.context)[1]:
+            return None  # the ramp's last masking step: reach the target
         # sigmoid(S) <= tau  <=>  S <= logit(tau); nothing qualifies while tau is 0.
         tau = self.threshold()
         if tau <= 0.0:
             return float("-inf")
         return math.log(tau / (1.0 - tau))
+
+    def on_pruned(self, flat_indices: torch.Tensor) -> None:
+        if self.pruning_ceiling() is None:
+            tau = self.threshold()
+            above = torch.sigmoid(self._scores_flat.detach()[flat_indices]) > tau
+            self.filled_above_threshold += int(above.count_nonzero())
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["filled_above_threshold"] = self.filled_above_threshold
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.filled_above_threshold = int(state.get("filled_above_threshold", 0))

@@ -53,7 +53,8 @@ def test_registry_defaults():
     assert cls.default_scope == "encoder_linear"
     assert cls.schedule_defaults == {"kind": "cubic", "interval": 1}
     options = cls().options
-    assert (options.selection, options.score_learning_rate, options.mask_init) == ("layer", 1e-2, 0.0)
+    assert options.selection == "layer"
+    assert (options.score_learning_rate, options.mask_init) == (1e-2, 0.0)
 
 
 def test_weights_moving_away_from_zero_gain_score():

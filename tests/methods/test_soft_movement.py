@@ -51,7 +51,9 @@ def test_registry_defaults():
     assert cls.schedule_defaults == {"kind": "cubic", "interval": 1}
     options = cls().options
     assert (options.final_lambda, options.final_threshold) == (400.0, 0.1)
-    assert (options.score_learning_rate, options.mask_init, options.selection) == (1e-2, 0.0, "global")
+    assert (options.score_learning_rate, options.mask_init) == (1e-2, 0.0)
+    assert options.selection == "global"
+    assert options.fill_to_target is True
 
 
 def test_penalty_value_and_cubic_ramp_match_hand_numbers():
@@ -108,7 +110,7 @@ def test_threshold_schedule_reaches_the_target_and_never_overshoots():
     total = 60
     model = zero_model()
     context = context_for(total, end=0.8)
-    method = SoftMovementMethod(score_learning_rate=0.1)
+    method = SoftMovementMethod(score_learning_rate=0.1, fill_to_target=False)
     method.prepare(model, ["0.weight"], context)
     # Row-major entries 0..7 move away from zero (g*W = -10 outweighs the penalty's <= 6.25);
     # entries 8..15 get no task gradient, so only the penalty acts on them.
@@ -126,17 +128,33 @@ def test_threshold_schedule_reaches_the_target_and_never_overshoots():
     # Every pruned entry is below tau_final = 0.1; every kept one above.
     sigmoid = torch.sigmoid(method.score("0.weight", None)).reshape(-1)
     assert (sigmoid[8:] <= 0.1).all() and (sigmoid[:8] > 0.1).all()
+    assert method.filled_above_threshold == 0
 
 
-def test_sparsity_stays_below_target_when_scores_stay_above_threshold():
+def test_without_fill_sparsity_stays_below_target_when_scores_stay_above_threshold():
     model = zero_model()
     context = context_for(10)
-    method = SoftMovementMethod(final_lambda=0.0)  # no penalty: sigmoid(S) stays at 0.5
+    # No penalty: sigmoid(S) stays at 0.5 > tau, so the threshold never prunes.
+    method = SoftMovementMethod(final_lambda=0.0, fill_to_target=False)
     method.prepare(model, ["0.weight"], context)
     for step in range(10):
         train_step(method, model, context, step, [torch.zeros(4, 4)])
-    measured = method.step(0.5)
-    assert measured == {"0.weight": 0.0}  # measured, not the target
+    assert int((model[0].weight == 0).sum()) == 0
+    assert method.step(0.5) == {"0.weight": 0.0}  # measured, not the target
+
+
+def test_fill_to_target_prunes_the_gap_by_lowest_score_at_the_last_step():
+    model = zero_model((1, 4))
+    context = context_for(6)  # ramp = steps 0..5
+    method = SoftMovementMethod(final_lambda=0.0)  # fill_to_target=True by default
+    method.prepare(model, ["0.weight"], context)
+    grad = [[1.0, -1.0, 2.0, -2.0]]  # g*W: entries 0 and 2 move towards zero, lose score
+    for step in range(5):
+        train_step(method, model, context, step, [grad])
+        assert int((model[0].weight == 0).sum()) == 0  # all sigmoid(S) > tau until the end
+    train_step(method, model, context, 5, [grad])
+    assert method.masks["0.weight"].tolist() == [[False, True, False, True]]
+    assert method.filled_above_threshold == 2
 
 
 def test_layer_selection_caps_each_matrix_separately():
@@ -150,7 +168,7 @@ def test_layer_selection_caps_each_matrix_separately():
         ("layer", [[False, False], [True, True]], [[True, True]]),
         ("global", [[False, False], [False, True]], [[True, True]]),
     ]:
-        method = SoftMovementMethod(selection=selection)
+        method = SoftMovementMethod(selection=selection, fill_to_target=False)
         method.prepare(copy.deepcopy(model), ["0.weight", "1.weight"], context)
         with torch.no_grad():
             # Three entries of the first matrix are below tau, none of the second.
@@ -192,6 +210,7 @@ def test_state_dict_round_trip_restores_identical_next_step():
         ({"final_lambda": -1.0}, ValueError),
         ({"final_lambda": None}, TypeError),
         ({"score_learning_rate": -1e-2}, ValueError),
+        ({"fill_to_target": "yes"}, TypeError),
     ],
 )
 def test_bad_options_are_rejected_with_the_option_name(kwargs, error):
