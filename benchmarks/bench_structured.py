@@ -27,9 +27,10 @@ pass (``--cpu-repeats``) times one thread by process CPU time, which other proce
 cores barely disturb; on a busy machine that column is the one to trust.
 
 Memory: each model is saved (``save_pretrained``), then loaded and run once on the same batch in
-a fresh subprocess; we report that process's peak resident set size (``resource.getrusage``
-``ru_maxrss``: imports + load + one forward) and its RSS just after ``import torch, transformers``
-(``base``), so ``peak - base`` is what the model costs (weights + load spike + activations).
+a fresh subprocess; we report that process's peak resident set size (``VmHWM`` of
+/proc/self/status: imports + load + one forward; not ``ru_maxrss``, which a child inherits from
+its parent's peak) and its RSS just after ``import torch, transformers`` (``base``), so
+``peak - base`` is what the model costs (weights, load spike and activations).  Linux only.
 
 Usage::
 
@@ -66,22 +67,25 @@ MODEL = "bundled:minilm-l6"
 GLUE_DIR = os.environ.get("RAYPRUNE_GLUE_DIR", "/work/shared/data/glue")
 
 _CHILD = r"""
-import json, os, resource, sys
+import json, os, sys
 os.environ["HF_HUB_OFFLINE"] = "1"
-def rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def status_mb(field):
+    # VmRSS: resident now; VmHWM: peak resident of this process image (reset by exec, unlike
+    # getrusage's ru_maxrss, which a child inherits from its parent's peak)
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
 import torch, transformers
 import rayprune.structured  # registers the pruned model with the Auto classes
 torch.set_num_threads(int(sys.argv[3]))
-base = rss_mb()
+base = status_mb("VmRSS")
 model = transformers.AutoModelForSequenceClassification.from_pretrained(sys.argv[1]).eval()
-loaded = rss_mb()
+loaded = status_mb("VmRSS")
 batch = torch.load(sys.argv[2], weights_only=True)
 with torch.inference_mode():
     model(**batch)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"base_rss_mb": base, "loaded_rss_mb": loaded, "peak_rss_mb": peak}))
+print(json.dumps({"base_rss_mb": base, "loaded_rss_mb": loaded, "peak_rss_mb": status_mb("VmHWM")}))
 """
 
 

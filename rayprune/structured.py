@@ -103,10 +103,14 @@ class PrunedBertSelfAttention(nn.Module):
     """Multi-head self-attention whose heads have their own QK and VO sizes.
 
     ``query``/``key`` map ``hidden -> sum(qk)`` and ``value`` maps ``hidden -> sum(vo)``, heads
-    concatenated in order.  For the attention product, heads are zero-padded to the largest QK and
-    VO size of the layer (a zero coordinate adds exactly nothing to q.k, and padded value columns
-    are dropped again), so one fused ``scaled_dot_product_attention`` call serves all heads.
-    Without padding (every head the same size) the padding gathers are skipped.
+    concatenated in order (the parameters of ``BertSelfAttention`` with fewer rows).  The forward
+    runs the three projections as one GEMM, then zero-pads every head's q, k and v to one common
+    size P (the layer's largest QK or VO size): a zero coordinate adds exactly nothing to q.k, and
+    the padded value columns are dropped again after attention.  Equal sizes let one fused
+    ``scaled_dot_product_attention`` call serve all heads, and equal q/k/v sizes let torch use its
+    fused CPU kernel (with unequal ones it falls back to the unfused maths path, ~3x slower on
+    small heads).  When every head already has P = QK = VO (dense, or whole-head pruning) no
+    padding is done at all.
     """
 
     def __init__(self, config: PrunedBertConfig, query_units: list[int], value_units: list[int]):
@@ -123,63 +127,59 @@ class PrunedBertSelfAttention(nn.Module):
         self.query = _linear(config.hidden_size, sum(self.qk_sizes))
         self.key = _linear(config.hidden_size, sum(self.qk_sizes))
         self.value = _linear(config.hidden_size, sum(self.vo_sizes))
-        # Heads without query units still attend (uniformly); pad them to one zero coordinate.
-        self.max_qk = max(self.qk_sizes, default=0) or 1
-        self.max_vo = max(self.vo_sizes, default=0)
-        self.uniform = (
-            self.num_heads > 0 and len(set(self.qk_sizes)) == 1 and len(set(self.vo_sizes)) == 1
-            and self.qk_sizes[0] > 0
-        )
+        # Heads without query units still attend (uniformly): P >= 1 gives them a zero coordinate.
+        self.head_size = max(self.qk_sizes + self.vo_sizes + [1])
+        self.uniform = all(n == self.head_size for n in self.qk_sizes + self.vo_sizes)
         # Index tensors are built lazily per device (never registered as buffers: models are
         # instantiated on the meta device when loaded, and these are derived from the config).
-        self._index_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._index_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(qk pad index, vo pad index, vo unpad index) for this layer's sizes, on ``device``."""
+    def _indices(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pad, unpad): ``pad`` picks, for each of q, k, v, head and padded coordinate, a column
+        of the fused projection output (its last column, appended, is zero); ``unpad`` picks the
+        real value columns out of the (heads * P) attention output."""
         if device not in self._index_cache:
-            qk_pad, vo_pad, vo_unpad = [], [], []
-            zero_qk, zero_vo = sum(self.qk_sizes), sum(self.vo_sizes)  # the appended zero column
-            qk_start = vo_start = 0
-            for h, (nq, nv) in enumerate(zip(self.qk_sizes, self.vo_sizes)):
-                qk_pad += list(range(qk_start, qk_start + nq)) + [zero_qk] * (self.max_qk - nq)
-                vo_pad += list(range(vo_start, vo_start + nv)) + [zero_vo] * (self.max_vo - nv)
-                vo_unpad += [h * self.max_vo + j for j in range(nv)]
-                qk_start += nq
-                vo_start += nv
-            self._index_cache[device] = tuple(
-                torch.tensor(i, dtype=torch.long, device=device) for i in (qk_pad, vo_pad, vo_unpad)
+            n_qk, n_vo = sum(self.qk_sizes), sum(self.vo_sizes)
+            zero = 2 * n_qk + n_vo  # index of the appended zero column
+            size = self.head_size
+            pad, unpad = [], []
+            for offset, sizes in ((0, self.qk_sizes), (n_qk, self.qk_sizes), (2 * n_qk, self.vo_sizes)):
+                start = offset
+                for n in sizes:
+                    pad += list(range(start, start + n)) + [zero] * (size - n)
+                    start += n
+            for h, n in enumerate(self.vo_sizes):
+                unpad += range(h * size, h * size + n)
+            self._index_cache[device] = (
+                torch.tensor(pad, dtype=torch.long, device=device),
+                torch.tensor(unpad, dtype=torch.long, device=device),
             )
         return self._index_cache[device]
-
-    @staticmethod
-    def _pad(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """(B, L, n) -> (B, L, len(index)): gather columns, index n meaning a zero column."""
-        return F.pad(x, (0, 1)).index_select(-1, index)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         batch, length, _ = hidden_states.shape
         if self.num_heads == 0:
             return hidden_states.new_zeros(batch, length, 0)
-        q, k, v = self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)
-        if self.uniform:
-            head_qk, head_vo = self.qk_sizes[0], self.vo_sizes[0]
-        else:
-            qk_pad, vo_pad, vo_unpad = self._indices(hidden_states.device)
-            q, k, v = self._pad(q, qk_pad), self._pad(k, qk_pad), self._pad(v, vo_pad)
-            head_qk, head_vo = self.max_qk, self.max_vo
-        # (B, L, heads * size) -> (B, heads, L, size)
-        q = q.view(batch, length, self.num_heads, head_qk).transpose(1, 2)
-        k = k.view(batch, length, self.num_heads, head_qk).transpose(1, 2)
-        v = v.view(batch, length, self.num_heads, head_vo).transpose(1, 2)
+        # One GEMM for the three projections: (B, L, 2 * sum(qk) + sum(vo)).
+        qkv = F.linear(
+            hidden_states,
+            torch.cat([self.query.weight, self.key.weight, self.value.weight]),
+            torch.cat([self.query.bias, self.key.bias, self.value.bias]),
+        )
+        if not self.uniform:
+            pad, unpad = self._indices(hidden_states.device)
+            qkv = F.pad(qkv, (0, 1)).index_select(-1, pad)  # (B, L, 3 * heads * P)
+        # (B, L, 3, heads, P) -> three (B, heads, L, P)
+        q, k, v = qkv.view(batch, length, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
         context = F.scaled_dot_product_attention(
             q, k, v,
             attn_mask=attention_mask,
             dropout_p=self.dropout_p if self.training else 0.0,
             scale=self.scaling,
-        )  # (B, heads, L, head_vo)
-        context = context.transpose(1, 2).reshape(batch, length, self.num_heads * head_vo)
+        )  # (B, heads, L, P)
+        context = context.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_size)
         if not self.uniform:
-            context = context.index_select(-1, vo_unpad)  # (B, L, sum(vo))
+            context = context.index_select(-1, unpad)  # (B, L, sum(vo))
         return context
 
 

@@ -103,7 +103,7 @@ def test_define_by_run_scopes_options_to_the_chosen_method():
         other = "movement" if method == "magnitude" else "magnitude"
         assert not any(k.startswith(other + ".") for k in trial.params)
         assert any(k.startswith(method + ".") for k in trial.params)
-        assert constants == {"schedule.end": 0.6}
+        assert constants == {"target_sparsity": 0.5, "schedule.end": 0.6}
         study.tell(trial, [0.5, 0.5])
     assert seen == {"magnitude", "movement"}
 

@@ -66,6 +66,14 @@ def mixed_pruning(model):
     return model
 
 
+def unequal_sizes(model):
+    """Layer 0: every head keeps 3 value units but all 8 query units (the padded size comes from
+    QK); layer 1: 2 query units and all value units per head (it comes from VO)."""
+    kill(model, 0, value=[h * HEAD + j for h in range(HEADS) for j in range(3, HEAD)])
+    kill(model, 1, query=[h * HEAD + j for h in range(HEADS) for j in range(2, HEAD)])
+    return model
+
+
 def inputs(seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, 100, (4, 9), generator=gen)
@@ -101,7 +109,7 @@ def test_unit_with_a_nonzero_part_is_kept():
     assert layout[0]["query_units"] == [8, 8, 8, 8]
 
 
-@pytest.mark.parametrize("prune", [mixed_pruning, lambda m: m])  # pruned and dense
+@pytest.mark.parametrize("prune", [mixed_pruning, unequal_sizes, lambda m: m], ids=["mixed", "unequal", "dense"])
 def test_shrunk_model_matches_masked_model(prune):
     model = prune(tiny_bert())
     small = shrink_model(model).eval()
