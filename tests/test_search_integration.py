@@ -42,9 +42,15 @@ def ray_cluster(tmp_path_factory):
     import secrets
 
     port = _free_port()
-    # Ray >= 2.59 turns token authentication on for `ray start` clusters when a token exists;
-    # give this cluster its own token so the head, the second node and the driver agree.
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    # Ray >= 2.59 turns token authentication on for local clusters.  Use the per-user token
+    # file (created if missing), the one an in-process `ray.init()` in this same pytest process
+    # also reads, so the head, the second node and the driver all agree.
+    token_file = Path.home() / ".ray" / "auth_token"
+    if not token_file.exists():
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secrets.token_hex(32))
+        token_file.chmod(0o600)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
     saved = {k: os.environ.get(k) for k in auth}
     os.environ.update(auth)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
