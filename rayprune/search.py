@@ -75,6 +75,7 @@ def prepare_search(spec: SearchSpec, *, output: str | Path = "rayprune_runs", da
     if metric not in task.metrics:
         raise SpecError(f"{spec.path}: objective.metric: {metric!r} is not a metric of task "
                         f"{task.name!r}; allowed: {list(task.metrics)}")
+    spec.metric = metric  # the objective defaults to the task's primary metric
     model_name = spec.model
     local = Path(os.path.expanduser(model_name))
     if not model_name.startswith("bundled:") and local.exists():

@@ -144,9 +144,11 @@ def build_method(config: TrialConfig) -> tuple[PruningMethod | None, SparsitySch
 def predict(model: nn.Module, split, batch_size: int) -> np.ndarray:
     """Logits of ``model`` over a tokenized split, in order."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     for batch in split.batches(batch_size, shuffle=False):
         batch.pop("labels", None)
+        batch = {k: v.to(device) for k, v in batch.items()}
         out.append(model(**batch).logits.float().cpu().numpy())
     model.train()
     return np.concatenate(out) if out else np.zeros((0, 1))
@@ -212,7 +214,9 @@ def run_training(
     model, tokenizer = load_model_and_tokenizer(
         settings.model, num_labels=data.num_labels, is_regression=data.is_regression
     )
-    model.train()
+    # Ray gives a trial with `gpu` resources its own CUDA_VISIBLE_DEVICES; otherwise the CPU.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).train()
     method, schedule = build_method(config)
     teacher = None
     total = settings.steps
@@ -230,6 +234,7 @@ def run_training(
         unlabeled_texts=getattr(data, "unlabeled_texts", ()),
         max_seq_length=getattr(data, "max_seq_length", 128),
         schedule=schedule,
+        device=device,
         resuming=resume_from is not None,
         seed=config.seed,
     )
@@ -237,7 +242,7 @@ def run_training(
         targets = prunable_targets(model, method.default_scope)
         method.prepare(model, targets, context)
         if method.needs_teacher:
-            teacher = load_teacher(settings.teacher_dir)
+            teacher = load_teacher(settings.teacher_dir).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if method is not None:
         params += list(method.extra_parameters())
@@ -260,7 +265,7 @@ def run_training(
     for step in range(start_step, total):
         context.step = step
         context.learning_rate = lr_scheduler.get_last_lr()[0]
-        batch = next(batches)
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
         outputs = model(**batch, output_hidden_states=want_hidden)
         teacher_outputs = None
         if teacher is not None:
@@ -357,17 +362,18 @@ def _untie(state: dict) -> dict:
 def _load_checkpoint(directory: Path, model, optimizer, lr_scheduler, method) -> int:
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(directory / CHECKPOINT_MODEL)), strict=False)
+    device = next(model.parameters()).device
+    model.load_state_dict(load_file(str(directory / CHECKPOINT_MODEL), device=str(device)), strict=False)
     if optimizer is None:
-        state = torch.load(directory / CHECKPOINT_STATE, weights_only=True)
+        state = torch.load(directory / CHECKPOINT_STATE, weights_only=True, map_location=device)
     else:
-        state = torch.load(directory / CHECKPOINT_STATE, weights_only=True)
+        state = torch.load(directory / CHECKPOINT_STATE, weights_only=True, map_location=device)
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
     if method is not None and state.get("method") is not None:
         method.load_state_dict(state["method"])
     if optimizer is not None and state.get("torch_rng") is not None:
-        torch.set_rng_state(state["torch_rng"])  # dropout continues as if never interrupted
+        torch.set_rng_state(state["torch_rng"].cpu())  # dropout continues as if never interrupted
     return int(state["step"])
 
 

@@ -258,3 +258,37 @@ def test_search_logs_to_a_real_mlflow_server(ray_cluster, tiny_dir, mlflow_serve
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")} >= {"pareto/pareto.png"}
     assert all(r["status"] == "complete" for r in summary["rows"])  # fifo: nobody stopped
     assert not (Path(summary["search_dir"]) / "mlflow.db").exists()  # nothing written locally
+
+
+def test_a_crashing_trial_loses_nothing_of_the_others(ray_cluster, tiny_dir, tmp_path):
+    """PINS needs a selection split for its self-teacher; with selection_fraction 0 its trial
+    raises at its first evaluation.  The magnitude trial beside it must keep its results in
+    Ray's storage, in MLflow and in the Pareto front."""
+    from mlflow.tracking import MlflowClient
+
+    from rayprune.search import prepare_search, run_search
+    from rayprune.search_space import load_spec
+    from rayprune.tracking import default_tracking_uri
+
+    path = write_space(tmp_path / "space.yaml", tiny_dir, name="crash", num_samples=2, scheduler="fifo")
+    raw = yaml.safe_load(path.read_text())
+    raw["data"]["selection_fraction"] = 0.0
+    raw["space"] = {"method": {"choice": ["magnitude", "pins"]}, "target_sparsity": 0.6,
+                    "pins.eval_interval": 2, "schedule.start": 0.0, "schedule.end": 0.5}
+    raw["points_to_evaluate"] = [{"method": "pins"}, {"method": "magnitude"}]
+    path.write_text(yaml.safe_dump(raw))
+    prepared = prepare_search(load_spec(path), output=tmp_path / "runs", data_dir=str(GLUE_DIR))
+    summary = run_search(prepared, address=ray_cluster, verbose=0)
+    assert summary["errors"] == 1
+    by_method = {r["method"]: r for r in summary["rows"]}
+    assert by_method["pins"]["status"] == "error"
+    good = by_method["magnitude"]
+    assert good["status"] == "complete" and abs(good["sparsity"] - 0.6) < 1e-3
+    assert Path(good["checkpoint"]).exists()
+    assert [r["trial_id"] for r in summary["front"]] == [good["trial_id"]]
+    client = MlflowClient(default_tracking_uri(Path(summary["search_dir"])))
+    runs = client.search_runs([client.get_experiment_by_name("crash").experiment_id])
+    status = {r.data.params.get("method"): r.info.status for r in runs if r.data.tags.get("rayprune.role") == "trial"}
+    assert status == {"magnitude": "FINISHED", "pins": "FAILED"}
+    finished = next(r for r in runs if r.data.params.get("method") == "magnitude")
+    assert finished.data.metrics["accuracy"] == pytest.approx(good["accuracy"])

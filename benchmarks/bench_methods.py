@@ -1,0 +1,62 @@
+"""Every unstructured method at 80% and 90% sparsity vs dense and GMP: MiniLM on SST-2.
+
+    python benchmarks/bench_methods.py --data-dir ../shared/data/glue --steps 300 \
+        --baseline bench_out/gmp_sst2.json --out bench_out/methods.json
+
+Same step budget, batch, learning rate and data for every run; each method with its paper's
+default hyperparameters (its Options defaults and ``schedule_defaults``).  Train subsampled,
+evaluated on the full SST-2 dev set (872).  ``--baseline`` reuses the dense and GMP rows of a
+``bench_gmp_sst2.py --out`` file made with the same settings instead of re-running them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import DEFAULT_GLUE, load_sst2, print_table, run_one, save
+
+METHODS = ("movement", "soft_movement", "platon", "mgpp", "pins", "seven", "rpp")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=str(DEFAULT_GLUE))
+    parser.add_argument("--model", default="bundled:minilm-l6")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-train", type=int, default=20000)
+    parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sparsities", default="0.8,0.9")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--baseline", help="JSON rows of bench_gmp_sst2.py with the same settings")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    data = load_sst2(data_dir=args.data_dir, model=args.model, max_train=args.max_train,
+                     max_seq_length=args.max_seq_length)
+    common = dict(data=data, model=args.model, steps=args.steps, batch_size=args.batch_size, threads=args.threads)
+    sparsities = [float(x) for x in args.sparsities.split(",")]
+    rows = []
+    if args.baseline and Path(args.baseline).exists():
+        rows = [r for r in json.loads(Path(args.baseline).read_text())
+                if r["method"] == "dense" or r["target_sparsity"] in sparsities]
+    else:
+        rows.append(run_one({"learning_rate": args.learning_rate}, **common))
+        for s in sparsities:
+            rows.append(run_one({"method": "magnitude", "target_sparsity": s, "learning_rate": args.learning_rate}, **common))
+    print_table(rows, "baselines")
+    for method in args.methods.split(","):
+        for s in sparsities:
+            rows.append(run_one({"method": method, "target_sparsity": s, "learning_rate": args.learning_rate}, **common))
+            print_table(rows[-1:], f"{method} {s}")
+            save(rows, args.out)
+    print_table(rows, f"SST-2 dev (872), MiniLM-L6, {args.steps} steps x batch {args.batch_size}, "
+                      f"lr {args.learning_rate}, train subsample {len(data.train)}, seq {args.max_seq_length}")
+    save(rows, args.out)
+
+
+if __name__ == "__main__":
+    main()
