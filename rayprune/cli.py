@@ -2,6 +2,7 @@
 
     rayprune search --space search_spaces/quickstart.yaml [--data-dir DIR] [--dry-run]
     rayprune methods
+    rayprune schema
     rayprune pareto <search-dir>
     rayprune export <search-dir> --out DIR [--top K]
     rayprune train --config config.yaml [--out DIR]
@@ -50,6 +51,13 @@ def cmd_methods(args) -> int:
             default = f.default if f.default is not dataclasses.MISSING else "(required)"
             help_text = (f.metadata or {}).get("help", "")
             print(f"{'':16s}{name}.{f.name} = {default!r}  {help_text}")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from rayprune.search_space import json_schema
+
+    print(json.dumps(json_schema(), indent=1))
     return 0
 
 
@@ -155,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list pruning methods and their options")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the search-space file")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("pareto", help="print a search's Pareto front")
     p.add_argument("search_dir")

@@ -448,3 +448,88 @@ def define_by_run(spec: SearchSpec) -> DefineByRun:
 
 def finite(x: float) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def json_schema() -> dict:
+    """A JSON Schema (draft 2020-12) of the search-space file, built from the same tables the
+    validator uses and from the method registry, for editors and CI linters
+    (``rayprune schema > schema.json``).  :func:`parse_spec` remains the authority: it also
+    checks ranges against each method's option validation."""
+    import typing
+
+    def dist(value_schema: dict) -> dict:
+        bounds = {"type": "array", "prefixItems": [value_schema, value_schema], "minItems": 2, "maxItems": 2}
+        return {"oneOf": [
+            value_schema,
+            {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+             "properties": {"choice": {"type": "array", "minItems": 1, "items": value_schema},
+                            "uniform": bounds, "loguniform": bounds, "int": bounds}},
+        ]}
+
+    def of_type(tp) -> dict:
+        origin = typing.get_origin(tp)
+        if origin is typing.Literal:
+            return {"enum": list(typing.get_args(tp))}
+        if tp in (int, "int"):
+            return {"type": "integer"}
+        if tp in (float, "float"):
+            return {"type": "number"}
+        if tp in (bool, "bool"):
+            return {"type": "boolean"}
+        if tp in (str, "str"):
+            return {"type": "string"}
+        return {}
+
+    space_props: dict[str, Any] = {
+        "method": dist({"enum": available_methods()}),
+        "target_sparsity": dist({"type": "number", "minimum": 0, "exclusiveMaximum": 1}),
+        "learning_rate": dist({"type": "number", "exclusiveMinimum": 0}),
+        "weight_decay": dist({"type": "number", "minimum": 0, "maximum": 1}),
+        "warmup_ratio": dist({"type": "number", "minimum": 0, "maximum": 1}),
+        "batch_size": dist({"type": "integer", "minimum": 1}),
+        "seed": dist({"type": "integer"}),
+        "schedule.kind": dist({"enum": list(SCHEDULE_KINDS)}),
+        "schedule.start": dist({"type": "number", "minimum": 0, "maximum": 1}),
+        "schedule.end": dist({"type": "number", "minimum": 0, "maximum": 1}),
+        "schedule.interval": dist({"type": "integer", "minimum": 1}),
+        "schedule.initial_sparsity": dist({"type": "number", "minimum": 0, "exclusiveMaximum": 1}),
+    }
+    for name in available_methods():
+        cls = get_method(name)
+        hints = typing.get_type_hints(cls.Options)
+        for f in cls.option_fields():
+            entry = dist(of_type(hints.get(f.name)))
+            help_text = (f.metadata or {}).get("help")
+            if help_text:
+                entry["description"] = help_text
+            space_props[f"{name}.{f.name}"] = entry
+
+    def section(keys, extra=None) -> dict:
+        return {"type": "object", "additionalProperties": False,
+                "properties": {k: (extra or {}).get(k, {}) for k in keys}}
+
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "rayprune search space",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["space"],
+        "properties": {
+            "name": {"type": "string"},
+            "model": {"type": "string", "description": _TOP_KEYS["model"]},
+            "data": section(sorted(_DATA_KEYS)),
+            "objective": section(["metric"]),
+            "training": section(sorted(_TRAINING_DEFAULTS)),
+            "budget": section(["num_samples", "max_concurrent"],
+                              {"num_samples": {"type": "integer", "minimum": 1},
+                               "max_concurrent": {"type": "integer", "minimum": 1}}),
+            "resources": section(["cpu", "gpu"], {"cpu": {"type": "number", "exclusiveMinimum": 0},
+                                                  "gpu": {"type": "number", "minimum": 0}}),
+            "scheduler": section(sorted(_SCHEDULER_DEFAULTS), {"kind": {"enum": list(SCHEDULER_KINDS)}}),
+            "search": section(["algorithm", "seed"], {"algorithm": {"enum": list(SEARCH_ALGORITHMS)}}),
+            "teacher": section(sorted(_TEACHER_DEFAULTS)),
+            "space": {"type": "object", "additionalProperties": False, "required": ["method", "target_sparsity"],
+                      "properties": space_props},
+            "points_to_evaluate": {"type": "array", "items": {"type": "object"}},
+        },
+    }

@@ -292,3 +292,54 @@ def test_a_crashing_trial_loses_nothing_of_the_others(ray_cluster, tiny_dir, tmp
     assert status == {"magnitude": "FINISHED", "pins": "FAILED"}
     finished = next(r for r in runs if r.data.params.get("method") == "magnitude")
     assert finished.data.metrics["accuracy"] == pytest.approx(good["accuracy"])
+
+
+def test_grain_search_trains_one_teacher_and_exports_a_smaller_model(ray_cluster, tiny_dir, tmp_path):
+    """GRAIN end to end: one dense teacher for the whole search, shared by both trials; the
+    export has physically smaller matrices, loads through the Auto classes after
+    `import rayprune`, and matches the masked model it came from."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    import rayprune  # noqa: F401  (registers the pruned model classes)
+    from rayprune.search import prepare_search, run_search
+    from rayprune.search_space import load_spec
+    from rayprune.trial import TrialConfig, TrialSettings, load_trained
+
+    path = write_space(tmp_path / "space.yaml", tiny_dir, name="grain", num_samples=2, scheduler="fifo")
+    raw = yaml.safe_load(path.read_text())
+    raw["teacher"] = {"steps": 8}
+    raw["space"] = {"method": "grain", "target_sparsity": {"choice": [0.5, 0.8]},
+                    "schedule.start": 0.0, "schedule.end": 0.5}
+    raw["points_to_evaluate"] = [{"target_sparsity": 0.5}, {"target_sparsity": 0.8}]
+    path.write_text(yaml.safe_dump(raw))
+    prepared = prepare_search(load_spec(path), output=tmp_path / "runs", data_dir=str(GLUE_DIR))
+    summary = run_search(prepared, address=ray_cluster, verbose=0, log=lambda m: None)
+    search_dir = Path(summary["search_dir"])
+    assert (search_dir / "teacher" / "model.safetensors").exists()
+    meta = json.loads((search_dir / "search.json").read_text())
+    assert meta["settings"]["teacher_dir"] == str((search_dir / "teacher").resolve())
+    assert summary["errors"] == 0 and all(r["status"] == "complete" for r in summary["rows"])
+    for row in summary["rows"]:  # encoder-parameter sparsity lands on the target (within a unit)
+        assert row["sparsity_encoder"] >= row["target_sparsity"] - 0.05
+
+    out = tmp_path / "out"
+    result = run_cli("export", str(search_dir), "--out", str(out), "--top", "2")
+    assert result.returncode == 0, result.stderr
+    for exported in sorted(out.iterdir()):
+        info = json.loads((exported / "rayprune.json").read_text())
+        assert info["parameters"] < info["parameters_dense"]
+        shrunk = AutoModelForSequenceClassification.from_pretrained(exported).eval()
+        assert type(shrunk).__name__ == "PrunedBertForSequenceClassification"
+        row = next(r for r in summary["rows"] if r["trial_id"] == info["trial_id"])
+        settings = TrialSettings(**meta["settings"])
+        masked, _ = load_trained(Path(row["checkpoint"]), TrialConfig.from_flat(json.loads(row["config"]), settings),
+                                 settings, meta["data"])
+        masked.eval()
+        ids = torch.randint(1000, 5000, (3, 12))
+        mask = torch.ones_like(ids)
+        mask[1, 8:] = 0
+        with torch.no_grad():
+            a = shrunk(input_ids=ids, attention_mask=mask).logits
+            b = masked(input_ids=ids, attention_mask=mask).logits
+        assert torch.allclose(a, b, atol=1e-5)

@@ -113,3 +113,19 @@ def test_distribution_contains_and_fixed_values():
     dist = spec.space["learning_rate"]
     assert isinstance(dist, Distribution) and dist.contains(1e-4) and not dist.contains(1e-2)
     assert spec.constants() == {"method": "magnitude", "target_sparsity": 0.5}
+
+
+def test_shipped_json_schema_is_current_and_accepts_every_space():
+    import json
+
+    import jsonschema
+
+    from rayprune.search_space import json_schema
+
+    schema = json_schema()
+    assert json.loads((REPO / "search_spaces" / "schema.json").read_text()) == schema, (
+        "search_spaces/schema.json is stale: run `rayprune schema > search_spaces/schema.json`")
+    for path in sorted((REPO / "search_spaces").glob("*.yaml")):
+        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(spec_with(**{"space/magnitude.colour": 1}), schema)
