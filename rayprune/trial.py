@@ -364,10 +364,8 @@ def _load_checkpoint(directory: Path, model, optimizer, lr_scheduler, method) ->
 
     device = next(model.parameters()).device
     model.load_state_dict(load_file(str(directory / CHECKPOINT_MODEL), device=str(device)), strict=False)
-    if optimizer is None:
-        state = torch.load(directory / CHECKPOINT_STATE, weights_only=True, map_location=device)
-    else:
-        state = torch.load(directory / CHECKPOINT_STATE, weights_only=True, map_location=device)
+    state = torch.load(directory / CHECKPOINT_STATE, weights_only=True, map_location=device)
+    if optimizer is not None:  # resuming training (export passes no optimizer)
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
     if method is not None and state.get("method") is not None:
