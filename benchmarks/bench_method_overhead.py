@@ -93,7 +93,9 @@ def main() -> None:
             hooks.append(t1 - t0)
             masks.append(t2 - t1)
         h, m = statistics.median(hooks[1:]), statistics.median(masks[1:])
-        interval = schedule.interval
+        # masking events per step: every `interval` steps of the ramp, or once per run for
+        # constant/oneshot schedules (RPP fixes its mask once)
+        interval = total if schedule.kind in ("constant", "oneshot") else schedule.interval
         per_step = h + m / interval
         mem = tensor_bytes(method.state_dict()) / 2**20
         print(f"{name:<14} {h * 1000:>9.1f} {m * 1000:>9.1f} {interval:>8d} {per_step * 1000:>11.1f} "
