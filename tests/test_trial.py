@@ -30,7 +30,6 @@ def demo_data(tiny_dir):
 EVENTS: list[str] = []
 
 
-@register("recording")
 class RecordingMethod(PruningMethod):
     """Records every hook the trial calls; scores by |w|."""
 
@@ -64,12 +63,22 @@ class RecordingMethod(PruningMethod):
         super().apply_masks()
 
 
+@pytest.fixture
+def recording_method():
+    """Register the recording method for one test only (the registry is global)."""
+    from rayprune import methods
+
+    register("recording")(RecordingMethod)
+    yield "recording"
+    methods._REGISTERED.pop("recording", None)
+
+
 def settings_for(model_dir: str, **changes) -> TrialSettings:
     base = dict(model=model_dir, metric="accuracy", steps=6, batch_size=8, eval_interval=3, threads=1)
     return TrialSettings(**{**base, **changes})
 
 
-def test_hooks_fire_in_the_documented_order(tiny_dir, demo_data):
+def test_hooks_fire_in_the_documented_order(tiny_dir, demo_data, recording_method):
     EVENTS.clear()
     settings = settings_for(tiny_dir, steps=4, eval_interval=4)
     config = TrialConfig.from_flat({"method": "recording", "target_sparsity": 0.5}, settings)
