@@ -191,10 +191,12 @@ def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, add
         "data": prepared.data_info, "objectives": spec.objectives,
     }
     meta_file.write_text(json.dumps(meta, indent=1, default=str))
-    shutil.copyfile(spec.path, search_dir / "space.yaml") if Path(spec.path).is_file() else None
+    if Path(spec.path).is_file():
+        shutil.copyfile(spec.path, search_dir / "space.yaml")
 
     tracking_uri = tracking_uri or default_tracking_uri(search_dir)
-    tracker = SearchTracker(tracking_uri, spec.name, search_dir,
+    metric_names = {settings.metric, "sparsity", "sparsity_encoder"} | set(prepared.data_info["metrics"])
+    tracker = SearchTracker(tracking_uri, spec.name, search_dir, metric_names=metric_names,
                             tags={"rayprune.space": spec.path, "rayprune.model": spec.model})
     tracker.log_search_params({
         "model": spec.model, "task": prepared.data_info["task"], "metric": settings.metric,
@@ -216,8 +218,7 @@ def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, add
         {"cpu": spec.cpu, "gpu": spec.gpu},
     )
     storage = str((search_dir / "ray").resolve())
-    metric_names = {settings.metric, "sparsity", "sparsity_encoder"} | set(prepared.data_info["metrics"])
-    callbacks = [MLflowTrackingCallback(tracker, metric_names=metric_names)]
+    callbacks = [MLflowTrackingCallback(tracker)]
     from ray.tune import CLIReporter
 
     reporter = CLIReporter(
@@ -232,7 +233,6 @@ def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, add
         progress_reporter=reporter, verbose=verbose,
     )
     experiment_path = os.path.join(storage, "tune")
-    status = "FINISHED"
     try:
         if resume and Tuner.can_restore(experiment_path):
             tuner = Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
@@ -245,11 +245,8 @@ def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, add
             )
         results = tuner.fit()
     except BaseException:
-        status = "FAILED"
+        tracker.finish("FAILED")
         raise
-    finally:
-        if status == "FAILED":
-            tracker.finish("FAILED")
     rows = collect_rows(results, settings)
     summary = write_pareto(search_dir, rows, metric=settings.metric, tracker=tracker)
     tracker.finish("FINISHED")

@@ -279,10 +279,10 @@ def _check_space(ctx: _Ctx, space: dict[str, Any]) -> None:
             def check(x, option=option):
                 if option == "kind" and x not in SCHEDULE_KINDS:
                     raise ValueError(f"must be one of {list(SCHEDULE_KINDS)}, got {x!r}")
-                if option != "kind":
-                    SparsitySchedule(final_sparsity=0.5, **{option: x}) if option not in ("start", "end") else None
-                    if option in ("start", "end") and not 0 <= x <= 1:
-                        raise ValueError(f"must be a fraction of training in [0, 1], got {x}")
+                if option in ("start", "end") and not 0 <= x <= 1:
+                    raise ValueError(f"must be a fraction of training in [0, 1], got {x}")
+                if option in ("interval", "initial_sparsity"):
+                    SparsitySchedule(final_sparsity=0.5, **{option: x})  # its own validation
 
             _check_value(ctx, key, value, check)
             continue

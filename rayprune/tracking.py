@@ -48,12 +48,14 @@ class SearchTracker:
     to its runs (ECOSYSTEM pain 7).
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, search_dir: Path, *, tags: Mapping[str, str] | None = None):
+    def __init__(self, tracking_uri: str, experiment: str, search_dir: Path, *,
+                 tags: Mapping[str, str] | None = None, metric_names: set[str] = frozenset()):
         import mlflow
         from mlflow.tracking import MlflowClient
 
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         self.tracking_uri = tracking_uri
+        self.metric_names = set(metric_names)  # per-evaluation curves logged besides the prefixes
         self.search_dir = Path(search_dir)
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self._mlflow = mlflow
@@ -92,7 +94,7 @@ class SearchTracker:
 
     # -------------------------------------------------------------------- children
     def start_trial(self, trial_id: str, config: Mapping[str, Any]) -> str:
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         if trial_id in self.child_runs:  # resumed trial: same run, params already logged
             self.client.update_run(self.child_runs[trial_id], status="RUNNING")
@@ -126,8 +128,6 @@ class SearchTracker:
         ]
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
-
-    metric_names: set[str] = set()
 
     def end_trial(self, trial_id: str, status: str, tags: Mapping[str, str] | None = None) -> None:
         from mlflow.entities import RunTag
@@ -174,9 +174,8 @@ class SearchTracker:
 class MLflowTrackingCallback(Callback):
     """Ray Tune callback (runs on the driver) mirroring every trial into a child MLflow run."""
 
-    def __init__(self, tracker: SearchTracker, *, metric_names: set[str]) -> None:
+    def __init__(self, tracker: SearchTracker) -> None:
         self.tracker = tracker
-        self.tracker.metric_names = set(metric_names)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.tracker.start_trial(trial.trial_id, trial.config)

@@ -11,7 +11,6 @@ The loop is ours and short (STYLE §3); it drives the method's hooks in the orde
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
