@@ -197,8 +197,16 @@ class PruningMethod:
                     f"{type(self).__name__}.score returned shape {tuple(s.shape)} for {fqn}, "
                     f"expected {tuple(param.shape)}"
                 )
-            # Already-pruned entries sort first, so masks only grow.
-            scores[fqn] = s.masked_fill(~self.masks[fqn], float("-inf"))
+            scores[fqn] = s
+        self._prune_lowest(scores, sparsity)
+        return self.target_sparsity()
+
+    @torch.no_grad()
+    def _prune_lowest(self, scores: Mapping[str, torch.Tensor], sparsity: float) -> None:
+        """Grow the masks to ``sparsity`` by the lowest ``scores`` (globally or per tensor, per
+        ``options.selection``) and zero the pruned entries; already-pruned entries sort first,
+        so masks only grow.  For subclasses that compute their own scores in ``step``."""
+        scores = {fqn: s.masked_fill(~self.masks[fqn], float("-inf")) for fqn, s in scores.items()}
         if getattr(self.options, "selection", "global") == "layer":
             new = mask_ops.select_lowest_k_per_tensor(scores, sparsity)
         else:
@@ -206,7 +214,6 @@ class PruningMethod:
         for fqn in self.masks:
             self.masks[fqn] &= new[fqn]
         self.apply_masks()
-        return self.target_sparsity()
 
     @torch.no_grad()
     def apply_masks(self) -> None:

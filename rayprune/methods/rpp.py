@@ -359,14 +359,8 @@ class RPPMethod(PruningMethod):
             else:  # the last mlm batch had no masked token: zeros tie
                 zero_score = torch.zeros_like(magnitude)
             score = torch.where(w == 0, zero_score, magnitude)
-            scores[fqn] = score.masked_fill(~self.masks[fqn], float("-inf"))
-        if self.options.selection == "layer":
-            new = mask_ops.select_lowest_k_per_tensor(scores, sparsity)
-        else:
-            new = mask_ops.select_lowest_k_global(scores, sparsity)
-        for fqn in self.masks:
-            self.masks[fqn] &= new[fqn]
-        self.apply_masks()
+            scores[fqn] = score
+        self._prune_lowest(scores, sparsity)
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
