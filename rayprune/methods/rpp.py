@@ -64,7 +64,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rayprune.methods import masks as mask_ops
 from rayprune.methods.base import MethodOptions, PruningMethod, TrainingContext
 from rayprune.methods.schedules import SparsitySchedule
 
