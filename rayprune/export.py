@@ -51,6 +51,13 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
     settings = TrialSettings(**meta["settings"])
     out = Path(out)
     written = []
+    # The pretrained model as the search started from it: its parameter count is the "dense" one
+    # (a method's prepare may already change the structure, e.g. GRAIN's embedding factorisation).
+    dense_model, tokenizer = load_model_and_tokenizer(
+        settings.model, num_labels=meta["data"]["num_labels"], is_regression=meta["data"]["is_regression"]
+    )
+    dense_params = measure.count_parameters(dense_model)
+    del dense_model
     for rank, row in enumerate(chosen, 1):
         target = out / f"{rank:02d}-{row['trial_id']}"
         target.mkdir(parents=True, exist_ok=True)
@@ -62,12 +69,9 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
         targets = prunable_targets(model, method.default_scope if method else "encoder_linear")
         sparsity = measure.sparsity(model, targets)
         encoder_sparsity = measure.encoder_sparsity(model)
-        dense_params = measure.count_parameters(model)
         if method is not None:
             model = method.finalize()
         model.save_pretrained(target, safe_serialization=True)
-        _, tokenizer = load_model_and_tokenizer(settings.model, num_labels=meta["data"]["num_labels"],
-                                                is_regression=meta["data"]["is_regression"])
         tokenizer.save_pretrained(target)
         (target / "config.yaml").write_text(yaml.safe_dump(train_config_for(meta, trial_config), sort_keys=False))
         info = {

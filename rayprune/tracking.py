@@ -27,7 +27,7 @@ __all__ = ["default_tracking_uri", "SearchTracker", "MLflowTrackingCallback", "f
 # Metrics worth a per-evaluation curve in the UI (few per child, ECOSYSTEM pain 13).
 _LOGGED_METRIC_PREFIXES = (
     "sparsity", "target_sparsity", "scheduled_sparsity", "train_loss", "budget_fraction", "step",
-    "seconds",
+    "seconds", "method/",
 )
 
 

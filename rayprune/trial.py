@@ -300,6 +300,8 @@ def run_training(
         if done in evals:
             metrics = evaluate(model, data.eval, data, settings.eval_batch_size)
             metrics.update(_sparsity_metrics(model, method))
+            if method is not None:
+                metrics.update({f"method/{k}": float(v) for k, v in method.diagnostics().items()})
             metrics.update(
                 target_sparsity=config.target_sparsity,
                 scheduled_sparsity=schedule.sparsity_at(step, total) if schedule else 0.0,
@@ -381,7 +383,9 @@ def load_trained(checkpoint_dir: Path, config: TrialConfig, settings: TrialSetti
     )
     method, schedule = build_method(config)
     if method is not None:
-        ctx = TrainingContext(total_steps=settings.steps, schedule=schedule,
+        # resuming: the weights come from the checkpoint, so prepare must not train (RPP's mlm
+        # stage) or depend on the training data.
+        ctx = TrainingContext(total_steps=settings.steps, schedule=schedule, resuming=True,
                               num_labels=data_info["num_labels"], is_regression=data_info["is_regression"])
         method.prepare(model, prunable_targets(model, method.default_scope), ctx)
     _load_checkpoint(Path(checkpoint_dir), model, None, None, method)

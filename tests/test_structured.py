@@ -14,10 +14,12 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
 from rayprune.structured import (
+    FactorizedEmbedding,
     PrunedBertConfig,
     PrunedBertForSequenceClassification,
     dense_encoder_parameter_count,
     encoder_parameter_count,
+    factorize_word_embeddings,
     read_pruned_layout,
     shrink_model,
 )
@@ -203,3 +205,62 @@ def test_output_attentions_is_refused():
     small = shrink_model(tiny_bert())
     with pytest.raises(ValueError, match="output_attentions"):
         small(**inputs(), output_attentions=True)
+
+
+# ------------------------------------------------------------------ embedding factorisation (EF)
+
+
+def test_full_rank_factorisation_reproduces_the_model():
+    model = tiny_bert()
+    batch = inputs(3)
+    with torch.no_grad():
+        ref = model(**batch).logits
+    before, after = factorize_word_embeddings(model, D)  # rank = hidden size: exact
+    assert (before, after) == (100 * D, 100 * D + D * D)
+    assert isinstance(model.get_input_embeddings(), FactorizedEmbedding)
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [1, 4, 12])
+def test_truncated_factorisation_is_the_best_rank_r_approximation(rank):
+    table = nn.Embedding(100, D)
+    with torch.no_grad():
+        table.weight.normal_()
+    factored = FactorizedEmbedding.from_embedding(table, rank)
+    ids = torch.arange(100)
+    with torch.no_grad():
+        approx = factored(ids)
+    # Eckart-Young: squared Frobenius error = sum of the dropped squared singular values
+    sigma = torch.linalg.svdvals(table.weight.detach().double())
+    error = (approx.double() - table.weight.double()).pow(2).sum()
+    assert error.item() == pytest.approx(sigma[rank:].pow(2).sum().item(), rel=1e-4)
+    assert sum(p.numel() for p in factored.parameters()) == 100 * rank + rank * D
+
+
+def test_factorisation_rejects_bad_ranks_and_a_second_pass():
+    model = tiny_bert()
+    for rank in (0, D + 1, 2.5):
+        with pytest.raises(ValueError, match="embedding rank"):
+            factorize_word_embeddings(model, rank)
+    factorize_word_embeddings(model, 8)
+    with pytest.raises(TypeError, match="nn.Embedding"):
+        factorize_word_embeddings(model, 8)
+
+
+def test_shrunk_model_keeps_factorised_embeddings_through_save_and_reload(tmp_path):
+    model = tiny_bert()
+    factorize_word_embeddings(model, 8)
+    model = mixed_pruning(model)
+    small = shrink_model(model).eval()
+    assert small.config.embedding_rank == 8
+    assert isinstance(small.get_input_embeddings(), FactorizedEmbedding)
+    assert sorted(small.state_dict()) == sorted(model.state_dict())
+    small.save_pretrained(tmp_path)
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert again.config.embedding_rank == 8
+    assert again.bert.embeddings.word_embeddings.codes.weight.shape == (100, 8)
+    assert again.bert.embeddings.word_embeddings.projection.weight.shape == (D, 8)
+    batch = inputs(4)
+    with torch.no_grad():
+        assert torch.allclose(again(**batch).logits, model(**batch).logits, atol=1e-5)

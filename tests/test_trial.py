@@ -112,6 +112,19 @@ def test_reports_measured_sparsity_at_every_evaluation(tiny_dir, demo_data):
         assert key in reports[-1]
 
 
+def test_method_diagnostics_are_reported_with_every_evaluation(tiny_dir, demo_data):
+    reports = []
+    settings = settings_for(tiny_dir)
+    config = TrialConfig.from_flat(
+        {"method": "rpp", "target_sparsity": 0.6, "rpp.lam": 0.5, "learning_rate": 1e-2,
+         "schedule.start": 0.0, "schedule.end": 0.5, "schedule.interval": 1}, settings)
+    run_training(config, settings, demo_data, report=lambda m, w: reports.append(m))
+    last = reports[-1]
+    # How RPP got there: the prox's zeros plus the magnitude top-up make up the measured sparsity.
+    assert last["method/prox_pruned"] > 0
+    assert last["method/prox_pruned"] + last["method/magnitude_pruned"] == pytest.approx(last["sparsity"])
+
+
 def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tiny_dir, demo_data, tmp_path):
     settings = settings_for(tiny_dir, steps=6, eval_interval=3)
     flat = {"method": "movement", "target_sparsity": 0.6, "schedule.start": 0.0, "schedule.end": 1.0,

@@ -248,7 +248,8 @@ class PruningMethod:
 
     def after_backward(self, model: nn.Module) -> None:
         """Read ``.grad`` (task loss only) into running statistics, or add a prior's gradient.
-        Called every step after the task loss's backward, before clipping and the optimizer."""
+        Called every step after the task loss's backward and its gradient clipping, before the
+        extra loss's backward and the optimizer."""
 
     def after_optimizer_step(self, model: nn.Module) -> None:
         """Called every step after ``optimizer.step()`` and before the masking decision and
@@ -258,6 +259,12 @@ class PruningMethod:
         """Trainable tensors the method adds (GRAIN's hidden-state projections); the trial adds
         them to the weight optimizer.  Called once after :meth:`prepare`."""
         return []
+
+    def diagnostics(self) -> dict[str, float]:
+        """Numbers that explain how the method reached its sparsity, e.g. how much of it the
+        method's own criterion chose and how much a top-up filled.  The trial reports them with
+        every evaluation as ``method/<key>`` (Ray results and MLflow curves).  Default: none."""
+        return {}
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:

@@ -52,8 +52,14 @@ their optimizer state.
 **Export**: :meth:`finalize` returns a physically smaller model
 (:func:`rayprune.structured.shrink_model`), whose state-dict keys are BERT's with smaller shapes.
 
-Not implemented: the word-embedding SVD factorisation (SPEC §3.4, r = 192; GRAIN "w/o EF" is the
-variant this reproduces).  The model family is BERT (module names ``attention.self.query`` ...).
+**Embedding factorisation** (SPEC §3.4, "EF"): with ``embedding_rank`` r > 0, :meth:`prepare`
+replaces the word embedding by its truncated SVD, E ~ (U_r S_r)·V_r^T, before training
+(:func:`rayprune.structured.factorize_word_embeddings`); both factors train with the model and
+the export keeps them (the paper uses r = 192 on BERT-base).  The default, 0, is the paper's
+"GRAIN w/o EF" variant, which its ablations report; embeddings are outside the encoder, so EF does
+not change the density that the schedule counts, only the total parameter count.
+
+The model family is BERT (module names ``attention.self.query`` ...).
 """
 
 from __future__ import annotations
@@ -94,6 +100,8 @@ class HeadFFNOptions(MethodOptions):
         hidden_layers: hidden states matched by L_Hidden: ``every_other`` (0, 2, 4, ... and the
             last; paper: 0, 2, ..., 12 on BERT-base), ``all``, or explicit indices (0 = embedding
             output).
+        embedding_rank: rank r of the word-embedding SVD factorisation applied before
+            training (paper: 192 on BERT-base); 0 (default) keeps the embedding whole.
         selection: must stay ``global`` (all units are ranked together).
     """
 
@@ -101,6 +109,7 @@ class HeadFFNOptions(MethodOptions):
     beta: float = 0.998
     hidden_loss_weight: float = 1.0
     hidden_layers: str | Sequence[int] = "every_other"
+    embedding_rank: int = 0
 
     def __post_init__(self) -> None:
         if self.selection != "global":
@@ -115,6 +124,11 @@ class HeadFFNOptions(MethodOptions):
         if not self.hidden_loss_weight >= 0:
             raise ValueError(
                 f"hidden_loss_weight must be >= 0, got hidden_loss_weight={self.hidden_loss_weight}"
+            )
+        rank = self.embedding_rank
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+            raise ValueError(
+                f"embedding_rank must be an int >= 0 (0 = no factorisation), got embedding_rank={rank!r}"
             )
         layers = self.hidden_layers
         if isinstance(layers, str):
@@ -296,6 +310,11 @@ class GrainMethod(PruningMethod):
         self._alive = {k: torch.ones(len(layers), n, dtype=torch.bool, device=device) for k, n in counts.items()}
         self._build_unit_tables(device)
         self._build_projections(model, device)
+        if self.options.embedding_rank:
+            # Before the trial builds its optimizer, so the optimizer trains the two factors.
+            from rayprune.structured import factorize_word_embeddings
+
+            factorize_word_embeddings(model, self.options.embedding_rank)
 
     def _build_unit_tables(self, device: torch.device) -> None:
         """Flat per-unit parameter costs, and for query/value units the (global) head they

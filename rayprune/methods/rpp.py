@@ -27,15 +27,22 @@ for live weights: at |w| = 0.04 the shrink is eta * 0.25, a quarter of one Adam 
 lam log-uniformly in [1e-3, 1e-1]; any shortfall is closed by magnitude (below).
 
 **How RPP fits ``step(sparsity)``.**  ``score`` is ``|w|``, so weights the prox zeroed rank
-lowest.  The default schedule is ``kind="constant"`` with ``start = end = 0.7``: the trial calls
-:meth:`step` once, at 70 % of training, with the final target.  Before that step the proximal
-updates run and the zeros are free to come back (the prox decides); at that step the exact zeros
-become the mask, and if they are fewer than the target the gap is closed by magnitude (lowest
-``|w|`` among the survivors, like GMP); if they are more, all of them are kept and the measured
-sparsity, higher than the target, is what ``step`` returns.  After it the prox stops and the
-mask is fixed for the remaining 30 % (the fine-tuning with a fixed pattern).  With a gradual
-(cubic/linear) schedule instead, every masking event fixes the zeros so far plus a magnitude
-top-up, and the prox runs until the ramp's last step.
+lowest.  At every masking event the exact zeros become pruned; if they are fewer than the
+scheduled sparsity the gap is closed by magnitude (lowest ``|w|`` among the survivors, like GMP);
+if they are more, all of them are kept and the measured sparsity, higher than requested, is what
+``step`` returns.  The prox runs up to the schedule's last masking event; after it the mask is
+fixed (the fine-tuning with a fixed pattern).  :meth:`diagnostics` reports which share of the
+prunable set each of the two pruned (``prox_pruned``, ``magnitude_pruned``).
+
+The default schedule is GMP's cubic ramp (10 % -> 70 % of training, a masking event every 10
+steps).  The paper's literal order, prox for the whole phase and one hard prune at its end, is
+``schedule.kind: constant`` (with ``start`` = ``end`` = where the phase ends).  It is not the
+default because at fine-tuning budgets the prox alone does not reach high targets, and the
+one-shot top-up is then a large one-shot magnitude prune: on MiniLM-L6 / SST-2 (300 steps, lr
+1e-4, lam 1e-2) the prox had zeroed about a quarter of the encoder by 70 % of training, so a
+constant schedule at 90 % pruned some 64 % of the weights by magnitude in one step, and the model
+ended at the majority class (benchmarks/RESULTS.md).  The integral above says why: the dead
+zone's edge ``sqrt(2 lam sum_t eta_t)`` is ~0.016 there, against a median ``|w|`` of 0.035.
 
 **``stage="mlm"``.**  The paper prunes during pre-training.  :meth:`prepare` then runs
 ``mlm_steps`` of masked-LM training on ``context.unlabeled_texts`` (the task's own training
@@ -164,8 +171,8 @@ class RPPMethod(PruningMethod):
     * :meth:`after_optimizer_step` (every step of the pruning phase, i.e. up to the schedule's
       last masking event; never in the ``mlm`` stage's fine-tuning): refresh alpha every
       ``reweight_interval`` steps, then the soft threshold with eta = ``context.learning_rate``.
-    * :meth:`step` (on the schedule; by default once, at 70 % of training): the exact zeros
-      become pruned, then the lowest ``|w|`` top the mask up to the target (never trimmed).
+    * :meth:`step` (on the schedule; GMP's cubic ramp by default): the exact zeros become
+      pruned, then the lowest ``|w|`` top the mask up to the scheduled sparsity (never trimmed).
 
     Memory: alpha, one float32 per prunable weight (85M floats = 340 MB for BERT-base), plus the
     bool masks and two reused float32 scratch buffers of the largest target's size.  The ``mlm``
@@ -175,13 +182,16 @@ class RPPMethod(PruningMethod):
 
     Options = RPPOptions
     description = "RPP: reweighted l1 + proximal soft threshold; its exact zeros become the mask"
-    schedule_defaults = {"kind": "constant", "start": 0.7, "end": 0.7, "interval": 1}
+    schedule_defaults = {"kind": "cubic", "start": 0.1, "end": 0.7, "interval": 10}
 
     def __init__(self, options: RPPOptions | None = None, **kwargs: Any) -> None:
         super().__init__(options, **kwargs)
         self.alpha: dict[str, torch.Tensor] = {}
         # True once the mask is final and the prox is off (the mlm stage has run).
         self._mask_fixed = False
+        # Entries pruned because the prox had zeroed them / by the magnitude top-up.
+        self.pruned_by_prox = 0
+        self.pruned_by_magnitude = 0
         self._scratch: torch.Tensor | None = None  # (2, largest target numel), not state
 
     # ------------------------------------------------------------------ lifecycle
@@ -206,10 +216,27 @@ class RPPMethod(PruningMethod):
         sparsity is higher than requested.  After the ``mlm`` stage the mask is final and this
         only keeps it (the base never un-prunes).
         """
+        before = self._pruned_count()
         if not self._mask_fixed:
             for fqn, param in self.params.items():
                 self.masks[fqn] &= param != 0
-        return super().step(sparsity)
+        zeros = self._pruned_count()
+        measured = super().step(sparsity)
+        self.pruned_by_prox += zeros - before
+        self.pruned_by_magnitude += self._pruned_count() - zeros
+        return measured
+
+    def _pruned_count(self) -> int:
+        return sum(int((~mask).sum()) for mask in self.masks.values())
+
+    def diagnostics(self) -> dict[str, float]:
+        """Shares of the prunable set pruned because the prox had zeroed them
+        (``prox_pruned``) and by the magnitude top-up (``magnitude_pruned``)."""
+        total = max(sum(m.numel() for m in self.masks.values()), 1)
+        return {
+            "prox_pruned": self.pruned_by_prox / total,
+            "magnitude_pruned": self.pruned_by_magnitude / total,
+        }
 
     @torch.no_grad()
     def after_optimizer_step(self, model: nn.Module) -> None:
@@ -338,7 +365,11 @@ class RPPMethod(PruningMethod):
             self._proximal_step(opts.mlm_learning_rate, margins if last else None)
         del optimizer
         mlm_model.zero_grad(set_to_none=True)
+        zeros = sum(int((p == 0).sum()) for p in self.params.values())
         self._fix_mask_after_mlm(ctx.schedule.final_sparsity, margins)
+        pruned = self._pruned_count()
+        self.pruned_by_prox = min(zeros, pruned)
+        self.pruned_by_magnitude = pruned - self.pruned_by_prox
         # Fine-tuning runs with the mask fixed and no prox: alpha is no longer needed.
         self.alpha = {}
         self._mask_fixed = True
@@ -367,6 +398,7 @@ class RPPMethod(PruningMethod):
         # A copy: alpha is refreshed in place, which must not change a saved state.
         state["alpha"] = {k: v.to("cpu", copy=True) for k, v in self.alpha.items()}
         state["mask_fixed"] = self._mask_fixed
+        state["pruned_by"] = torch.tensor([self.pruned_by_prox, self.pruned_by_magnitude])
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -380,6 +412,8 @@ class RPPMethod(PruningMethod):
             for fqn, a in alpha.items()
         }
         self._mask_fixed = bool(state.get("mask_fixed", False))
+        if "pruned_by" in state:
+            self.pruned_by_prox, self.pruned_by_magnitude = (int(n) for n in state["pruned_by"])
 
 
 # ---------------------------------------------------------------------- mlm helpers

@@ -171,6 +171,12 @@ class SoftMovementMethod(MovementMethod):
             above = torch.sigmoid(self._scores_flat.detach()[flat_indices]) > tau
             self.filled_above_threshold += int(above.count_nonzero())
 
+    def diagnostics(self) -> dict[str, float]:
+        """``filled_above_threshold``: share of the prunable set that the final fill pruned
+        although ``sigmoid(S) > tau`` (0 when the penalty alone reached the target)."""
+        total = sum(m.numel() for m in self.masks.values())
+        return {"filled_above_threshold": self.filled_above_threshold / max(total, 1)}
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["filled_above_threshold"] = self.filled_above_threshold

@@ -124,7 +124,7 @@ def test_registry_and_class_attributes():
         ({"hidden_loss_weight": -1.0}, "hidden_loss_weight"),
         ({"hidden_layers": "odd"}, "hidden_layers"),
         ({"selection": "layer"}, "selection"),
-        ({"embedding_rank": 192}, "unknown option"),
+        ({"embedding_dim": 192}, "unknown option"),
     ],
 )
 def test_bad_options_raise_value_error(options, match):
@@ -498,3 +498,40 @@ def test_finalize_returns_a_smaller_model_with_the_same_outputs():
         shrunk = small(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert torch.allclose(shrunk, masked, atol=1e-5)
     assert method.params == {}
+
+
+def test_embedding_factorisation_before_training_and_in_the_export():
+    """embedding_rank r: prepare swaps the word table for its rank-r SVD factors (so the trial's
+    optimizer, built after prepare, trains them), and the export keeps them."""
+    from rayprune.structured import FactorizedEmbedding
+
+    dense = tiny_bert()
+    full = sum(p.numel() for p in dense.parameters())
+    model, method = prepared(model=copy.deepcopy(dense), embedding_rank=8)
+    words = model.get_input_embeddings()
+    assert isinstance(words, FactorizedEmbedding) and words.rank == 8
+    assert sum(p.numel() for p in model.parameters()) == full - 100 * D + (100 * 8 + 8 * D)
+    trained = {id(p) for p in model.parameters()}
+    assert id(words.codes.weight) in trained and id(words.projection.weight) in trained
+    # Embeddings are not encoder parameters: the schedule's density is unchanged by EF.
+    _, plain = prepared(model=copy.deepcopy(dense))
+    assert method._encoder_total == plain._encoder_total
+    gen = torch.Generator().manual_seed(3)
+    for p in method.params.values():
+        p.grad = torch.randn(p.shape, generator=gen)
+    method.after_backward(model)
+    method.step(0.6)
+    batch = batch_of(2)
+    with torch.no_grad():
+        masked = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    small = method.finalize().eval()
+    assert small.config.embedding_rank == 8
+    with torch.no_grad():
+        shrunk = small(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(shrunk, masked, atol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [-1, 1.5, True])
+def test_embedding_rank_must_be_a_non_negative_int(rank):
+    with pytest.raises(ValueError, match="embedding_rank"):
+        GrainMethod(embedding_rank=rank)

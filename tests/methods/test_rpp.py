@@ -115,8 +115,12 @@ def test_gap_to_the_target_is_closed_by_magnitude():
     assert torch.equal(method.masks["lin.weight"], want)
 
 
+# The paper's literal order: prox for the whole phase, one hard prune at its end (70 %).
+ONE_SHOT = {"kind": "constant", "start": 0.7, "end": 0.7, "interval": 1}
+
+
 def test_prox_stops_after_the_mask_is_fixed():
-    schedule = SparsitySchedule(final_sparsity=0.5, **RPPMethod.schedule_defaults)
+    schedule = SparsitySchedule(final_sparsity=0.5, **ONE_SHOT)
     model, method, ctx = _prepared(total_steps=10, schedule=schedule)
     assert schedule.steps(10) == (7, 7)
     ctx.step = 7  # the masking step itself still gets the prox
@@ -129,11 +133,38 @@ def test_prox_stops_after_the_mask_is_fixed():
     assert torch.equal(model.lin.weight.detach(), before)
 
 
-def test_schedule_defaults_fix_the_mask_once_at_the_end_of_the_pruning_phase():
-    schedule = SparsitySchedule(final_sparsity=0.8, **RPPMethod.schedule_defaults)
+def test_one_shot_schedule_fixes_the_mask_once_at_the_end_of_the_pruning_phase():
+    schedule = SparsitySchedule(final_sparsity=0.8, **ONE_SHOT)
     updates = [t for t in range(100) if schedule.should_update(t, 100)]
     assert updates == [70]
     assert schedule.sparsity_at(70, 100) == pytest.approx(0.8)
+
+
+def test_default_schedule_is_gradual_and_the_prox_runs_to_the_ramp_end():
+    schedule = SparsitySchedule(final_sparsity=0.5, **RPPMethod.schedule_defaults)
+    assert schedule.kind == "cubic"
+    first, last = schedule.steps(100)
+    model, method, ctx = _prepared(total_steps=100, schedule=schedule)
+    ctx.step = last  # the last masking event still gets the prox ...
+    method.after_optimizer_step(model)
+    assert model.lin.weight.detach().tolist() == _AFTER
+    method.step(0.5)
+    before = model.lin.weight.detach().clone()
+    ctx.step = last + 1  # ... and nothing after it
+    method.after_optimizer_step(model)
+    assert torch.equal(model.lin.weight.detach(), before)
+
+
+def test_diagnostics_split_the_pruned_set_between_prox_and_magnitude():
+    model, method, _ = _prepared()
+    assert method.diagnostics() == {"prox_pruned": 0.0, "magnitude_pruned": 0.0}
+    method.after_optimizer_step(model)  # 3 of 8 entries become exact zeros
+    method.step(0.625)  # those 3, then 2 by magnitude
+    assert method.diagnostics() == {"prox_pruned": 3 / 8, "magnitude_pruned": 2 / 8}
+    restored = RPPMethod()
+    restored.prepare(model, ["lin.weight"], method.context)
+    restored.load_state_dict(method.state_dict())
+    assert restored.diagnostics() == method.diagnostics()
 
 
 def test_training_loop_mask_equals_zeros_at_the_decision_step():
@@ -141,7 +172,7 @@ def test_training_loop_mask_equals_zeros_at_the_decision_step():
     from rayprune.models import prunable_targets
 
     targets = prunable_targets(model)
-    schedule = SparsitySchedule(final_sparsity=0.3, **RPPMethod.schedule_defaults)
+    schedule = SparsitySchedule(final_sparsity=0.3, **ONE_SHOT)
     total = 10
     ctx = TrainingContext(total_steps=total, learning_rate=1e-2, schedule=schedule)
     # Large lam so the prox zeroes more than 30 % within 7 steps on this tiny model.

@@ -155,6 +155,7 @@ def test_fill_to_target_prunes_the_gap_by_lowest_score_at_the_last_step():
     train_step(method, model, context, 5, [grad])
     assert method.masks["0.weight"].tolist() == [[False, True, False, True]]
     assert method.filled_above_threshold == 2
+    assert method.diagnostics() == {"filled_above_threshold": 0.5}  # 2 of 4, reported to Tune
 
 
 def test_layer_selection_caps_each_matrix_separately():
