@@ -30,6 +30,10 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--densities", default="0.2,0.1")
+    parser.add_argument("--embedding-ranks", default="0",
+                        help="comma-separated grain.embedding_rank values to run at every density "
+                             "(0 = no factorisation; the paper's EF uses 192)")
+    parser.add_argument("--teacher-dir", help="reuse a teacher saved by an earlier run (its cache directory)")
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -38,11 +42,12 @@ def main() -> None:
 
     data = load_sst2(data_dir=args.data_dir, model=args.model, max_train=args.max_train,
                      max_seq_length=args.max_seq_length)
-    work = Path(tempfile.mkdtemp(prefix="rayprune-grain-"))
+    work = Path(args.teacher_dir) if args.teacher_dir else Path(tempfile.mkdtemp(prefix="rayprune-grain-"))
     settings = TrialSettings(model=args.model, metric="accuracy", steps=args.teacher_steps,
                              batch_size=args.batch_size, threads=args.threads, learning_rate=args.learning_rate)
     t0 = time.perf_counter()
     teacher_dir = ensure_teacher(work, settings, data)
+    print(f"teacher: {teacher_dir}")
     from transformers import AutoModelForSequenceClassification
 
     from rayprune.trial import evaluate
@@ -54,11 +59,13 @@ def main() -> None:
     common = dict(data=data, model=args.model, steps=args.steps, batch_size=args.batch_size,
                   threads=args.threads, teacher_dir=teacher_dir)
     for density in (float(x) for x in args.densities.split(",")):
-        row = run_one({"method": "grain", "target_sparsity": round(1 - density, 4),
-                       "learning_rate": args.learning_rate}, **common)
-        row["kept_of_teacher"] = row["accuracy"] / teacher_acc
-        rows.append(row)
-        print_table(rows[-1:], f"grain density {density}")
+        for rank in (int(x) for x in args.embedding_ranks.split(",")):
+            row = run_one({"method": "grain", "target_sparsity": round(1 - density, 4),
+                           "learning_rate": args.learning_rate, "grain.embedding_rank": rank}, **common)
+            row["kept_of_teacher"] = row["accuracy"] / teacher_acc
+            row["embedding_rank"] = rank
+            rows.append(row)
+            print_table(rows[-1:], f"grain density {density} embedding rank {rank or 'full'}")
     print_table(rows, f"SST-2 dev (872), MiniLM-L6, teacher {args.teacher_steps} steps, GRAIN {args.steps} steps")
     for r in rows[1:]:
         print(f"{r['target_sparsity']:.2f}: keeps {100 * r['kept_of_teacher']:.1f}% of the teacher's accuracy")

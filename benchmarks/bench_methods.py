@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
+
 from common import DEFAULT_GLUE, load_sst2, print_table, run_one, save
 
 METHODS = ("movement", "soft_movement", "platon", "mgpp", "pins", "seven", "rpp")
@@ -33,8 +35,17 @@ def main() -> None:
     parser.add_argument("--sparsities", default="0.8,0.9")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--baseline", help="JSON rows of bench_gmp_sst2.py with the same settings")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a searched value for every method run (YAML value), e.g. "
+                             "--set schedule.kind=constant; repeatable")
     parser.add_argument("--out")
     args = parser.parse_args()
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
     data = load_sst2(data_dir=args.data_dir, model=args.model, max_train=args.max_train,
                      max_seq_length=args.max_seq_length)
     common = dict(data=data, model=args.model, steps=args.steps, batch_size=args.batch_size, threads=args.threads)
@@ -50,8 +61,12 @@ def main() -> None:
     print_table(rows, "baselines")
     for method in args.methods.split(","):
         for s in sparsities:
-            rows.append(run_one({"method": method, "target_sparsity": s, "learning_rate": args.learning_rate}, **common))
-            print_table(rows[-1:], f"{method} {s}")
+            config = {"method": method, "target_sparsity": s, "learning_rate": args.learning_rate, **overrides}
+            rows.append(run_one(config, **common))
+            print_table(rows[-1:], f"{method} {s} {overrides or ''}")
+            diagnostics = {k: round(v, 4) for k, v in rows[-1].items() if k.startswith("method/")}
+            if diagnostics:
+                print(f"  diagnostics: {diagnostics}")
             save(rows, args.out)
     print_table(rows, f"SST-2 dev (872), MiniLM-L6, {args.steps} steps x batch {args.batch_size}, "
                       f"lr {args.learning_rate}, train subsample {len(data.train)}, seq {args.max_seq_length}")

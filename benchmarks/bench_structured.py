@@ -112,14 +112,15 @@ def taylor_gradients(dense, tokenizer, batches: int, batch_size: int) -> list[di
     return grads
 
 
-def select_and_shrink(dense, method_name: str, density: float, ramp_steps: int, beta: float, grads):
+def select_and_shrink(dense, method_name: str, density: float, ramp_steps: int, beta: float, grads,
+                      embedding_rank: int = 0):
     """Prune a copy of ``dense`` to ``density`` with the method's own hooks and selection, the
     unit scores coming from ``grads`` (a list of per-parameter gradients cycled through the ramp)
     or, when ``grads`` is None, from the weights themselves (magnitude).  Returns (shrunk model,
     max |logit difference| shrunk vs masked)."""
     model = copy.deepcopy(dense)
     cls = get_method(method_name)
-    method = cls(beta=beta, hidden_loss_weight=0.0)
+    method = cls(beta=beta, hidden_loss_weight=0.0, embedding_rank=embedding_rank)
     method.prepare(model, prunable_targets(model, cls.default_scope), TrainingContext(total_steps=ramp_steps))
     schedule = SparsitySchedule(final_sparsity=1.0 - density, kind="cubic", start=0.0, end=1.0, interval=1)
     for t in range(ramp_steps):
@@ -198,6 +199,9 @@ def main(argv=None) -> dict:
                         help="unit scores: Taylor from a few SST-2 batches (magnitude if no data) or |w|^2")
     parser.add_argument("--taylor-batches", type=int, default=8)
     parser.add_argument("--no-memory", action="store_true", help="skip the subprocess memory runs")
+    parser.add_argument("--embedding-rank", type=int, default=0,
+                        help="also time every pruned model with its word embeddings SVD-factorised "
+                             "to this rank (GRAIN's EF; 0 = skip)")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -228,6 +232,14 @@ def main(argv=None) -> dict:
             models[name] = small
             rows[name] = {"method": method_name, "target_density": density,
                           "layout": describe(small.config.pruned_layout), "max_logit_diff": diff}
+            if args.embedding_rank:
+                small, diff = select_and_shrink(dense, method_name, density, args.ramp_steps, args.beta,
+                                                grads, embedding_rank=args.embedding_rank)
+                name = f"{method_name} {density:.0%} EF{args.embedding_rank}"
+                models[name] = small
+                rows[name] = {"method": method_name, "target_density": density,
+                              "embedding_rank": args.embedding_rank,
+                              "layout": describe(small.config.pruned_layout), "max_logit_diff": diff}
 
     gen = torch.Generator().manual_seed(0)
     batch = {"input_ids": torch.randint(1000, 20000, (args.batch_size, args.seq_len), generator=gen)}
@@ -270,7 +282,7 @@ def main(argv=None) -> dict:
     print(f"\nMiniLM-L6 ({MODEL}), batch {args.batch_size} x seq {args.seq_len}, {threads} threads, "
           f"median of {args.repeats} (round-robin), torch {torch.__version__}")
     print(f"unit scores: {score_kind}; simulated cubic ramp of {args.ramp_steps} steps, beta={args.beta}")
-    header = (f"{'model':<18} {'enc.dens':>8} {'params':>10} {'enc.params':>10} {'median s':>8} "
+    header = (f"{'model':<20} {'enc.dens':>8} {'params':>10} {'enc.params':>10} {'median s':>8} "
               f"{'speedup':>7} {'min s':>6} {'speedup':>7} {'1thr cpu s':>10} {'speedup':>7} "
               f"{'peak MB':>7} {'-base':>5} {'heads':>5} {'q/v per head':>12} {'FFN':>5}")
     print(header)
@@ -283,7 +295,7 @@ def main(argv=None) -> dict:
         cpu_ratio = f"{row['single_thread_speedup_vs_dense']:.2f}x" if single is not None else "-"
         layout = row["layout"]
         print(
-            f"{name:<18} {row['encoder_density']:>8.3f} {row['params']:>10,} {row['encoder_params']:>10,} "
+            f"{name:<20} {row['encoder_density']:>8.3f} {row['params']:>10,} {row['encoder_params']:>10,} "
             f"{row['median_s']:>8.3f} {row['speedup_vs_dense']:>6.2f}x {row['min_s']:>6.3f} "
             f"{row['min_speedup_vs_dense']:>6.2f}x {cpu:>10} {cpu_ratio:>7} {peak:>7} {delta:>5} "
             f"{layout['heads_kept']:>5} {layout['mean_query_units']:>5}/{layout['mean_value_units']:<6} "

@@ -43,6 +43,10 @@ def run_one(flat_config: dict, *, data, model: str, steps: int, batch_size: int,
         "sparsity": metrics["sparsity"],
         "sparsity_encoder": metrics["sparsity_encoder"],
         "seconds": time.perf_counter() - t0,
+        "train_loss": metrics.get("train_loss"),
+        "config": dict(flat_config),
+        # How the method got there (e.g. RPP: prox zeros vs magnitude top-up).
+        **{k: v for k, v in metrics.items() if k.startswith("method/")},
     }
 
 

@@ -155,6 +155,19 @@ def _scheduler(spec: SearchSpec, settings: TrialSettings):
     )
 
 
+def reuse_actors(spec: SearchSpec) -> bool:
+    """Whether Ray may run the next trial in a finished trial's worker process.
+
+    Yes for CPU-only searches: a new worker re-imports torch and transformers (~5 s on a 2-core
+    machine, ~7 % of a 70 s trial: benchmarks/bench_overhead.py), and a function trainable's
+    thread has ended (or is parked in ``tune.report`` when ASHA stops it) before Ray reuses the
+    process.  No when trials hold GPUs: memory that a finished trial leaves in the CUDA caching
+    allocator would be inherited by the next (ECOSYSTEM.md pain 10), so each trial gets a fresh
+    process.
+    """
+    return not spec.gpu
+
+
 def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, address: str | None = None,
                resume: bool = False, verbose: int = 1, log=print) -> dict:
     """Run the search; return a summary (rows, front, hypervolume, paths)."""
@@ -240,7 +253,7 @@ def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, add
             tuner = Tuner(
                 trainable,
                 tune_config=TuneConfig(search_alg=_searcher(spec), scheduler=_scheduler(spec, settings),
-                                       num_samples=spec.num_samples, reuse_actors=False),
+                                       num_samples=spec.num_samples, reuse_actors=reuse_actors(spec)),
                 run_config=run_config,
             )
         results = tuner.fit()

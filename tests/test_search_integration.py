@@ -130,6 +130,10 @@ def test_trials_ran_on_both_nodes_and_results_are_in_ray_storage(finished_search
     nodes = {t.last_result.get("node_id") for t in analysis.trials}
     assert len(nodes) == 2, f"trials did not spread over the two nodes: {nodes}"
     assert all(t.last_result.get("sparsity") is not None for t in analysis.trials)
+    # CPU-only search: later trials run in the worker processes of finished ones (reuse_actors),
+    # so 4 trials on 2 one-CPU nodes need fewer than 4 processes that import torch.
+    pids = {(t.last_result.get("node_id"), t.last_result.get("pid")) for t in analysis.trials}
+    assert len(pids) < 4, f"every trial started its own worker process: {pids}"
 
 
 def test_mlflow_holds_parent_and_child_runs_with_final_metrics(finished_search):
@@ -310,8 +314,11 @@ def test_grain_search_trains_one_teacher_and_exports_a_smaller_model(ray_cluster
     raw = yaml.safe_load(path.read_text())
     raw["teacher"] = {"steps": 8}
     raw["space"] = {"method": "grain", "target_sparsity": {"choice": [0.5, 0.8]},
+                    "grain.embedding_rank": {"choice": [0, 8]},
                     "schedule.start": 0.0, "schedule.end": 0.5}
-    raw["points_to_evaluate"] = [{"target_sparsity": 0.5}, {"target_sparsity": 0.8}]
+    # The second trial also factorises the word embeddings (rank 8 of the tiny model's 32).
+    raw["points_to_evaluate"] = [{"target_sparsity": 0.5, "grain.embedding_rank": 0},
+                                 {"target_sparsity": 0.8, "grain.embedding_rank": 8}]
     path.write_text(yaml.safe_dump(raw))
     prepared = prepare_search(load_spec(path), output=tmp_path / "runs", data_dir=str(GLUE_DIR))
     summary = run_search(prepared, address=ray_cluster, verbose=0, log=lambda m: None)
@@ -326,12 +333,21 @@ def test_grain_search_trains_one_teacher_and_exports_a_smaller_model(ray_cluster
     out = tmp_path / "out"
     result = run_cli("export", str(search_dir), "--out", str(out), "--top", "2")
     assert result.returncode == 0, result.stderr
+    dense = AutoModelForSequenceClassification.from_pretrained(tiny_dir)
+    ranks = set()
     for exported in sorted(out.iterdir()):
         info = json.loads((exported / "rayprune.json").read_text())
+        assert info["parameters_dense"] == sum(p.numel() for p in dense.parameters())
         assert info["parameters"] < info["parameters_dense"]
         shrunk = AutoModelForSequenceClassification.from_pretrained(exported).eval()
         assert type(shrunk).__name__ == "PrunedBertForSequenceClassification"
         row = next(r for r in summary["rows"] if r["trial_id"] == info["trial_id"])
+        rank = json.loads(row["config"]).get("grain.embedding_rank")
+        ranks.add(rank)
+        assert (shrunk.config.embedding_rank or 0) == rank
+        if rank:  # the factorised table is what was trained and what is stored
+            words = shrunk.get_input_embeddings()
+            assert words.codes.weight.shape == (dense.config.vocab_size, rank)
         settings = TrialSettings(**meta["settings"])
         masked, _ = load_trained(Path(row["checkpoint"]), TrialConfig.from_flat(json.loads(row["config"]), settings),
                                  settings, meta["data"])
@@ -343,3 +359,4 @@ def test_grain_search_trains_one_teacher_and_exports_a_smaller_model(ray_cluster
             a = shrunk(input_ids=ids, attention_mask=mask).logits
             b = masked(input_ids=ids, attention_mask=mask).logits
         assert torch.allclose(a, b, atol=1e-5)
+    assert ranks == {0, 8}
