@@ -176,8 +176,8 @@ class MGPPMethod(PruningMethod):
     * :meth:`prepare` (once): masks; checks that ``context.num_train_examples`` is known.
     * :meth:`after_backward` (every step t <= t_e, the ramp's last step): adds
       ``mixture_prior_grad(w; v0, v1, lambda_t) / n`` to ``.grad`` of every prunable weight,
-      lambda_t from :func:`prior_lambda`.  Nothing after t_e.  The trial clips gradients *after*
-      this hook, so the prior's gradient is part of the clipped norm.
+      lambda_t from :func:`prior_lambda`.  Nothing after t_e.  The trial clips the task
+      gradient *before* this hook, so the clip never rescales the prior's gradient.
     * :meth:`step` (on the schedule): score ``|w|``, one global threshold.
 
     ``sigma0``/``sigma1`` are the prior *variances* v0/v1 (see the module docstring).
