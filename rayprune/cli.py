@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -88,6 +89,18 @@ def cmd_search(args) -> int:
                          resume=args.resume, verbose=args.verbose)
     _print_front(s.metric, summary["front"], summary["hypervolume"])
     print(f"\nresults in {summary['search_dir']} ({summary['errors']} errored trials)")
+    if summary.get("interrupted"):
+        again = ["rayprune", "search", "--space", args.space, "--output", args.output, "--resume"]
+        if args.data_dir:
+            again += ["--data-dir", args.data_dir]
+        if args.address:
+            again += ["--address", args.address]
+        if args.tracking_uri:
+            again += ["--tracking-uri", args.tracking_uri]
+        print("interrupted: the front above covers the trials that finished so far; unfinished "
+              "trials continue from their last checkpoint with")
+        print("  " + " ".join(shlex.quote(a) for a in again))
+        return 130
     print(f"compare runs:  rayprune ui {summary['search_dir']}")
     print(f"export:        rayprune export {summary['search_dir']} --out exported/")
     return 0

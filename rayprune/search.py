@@ -261,9 +261,17 @@ def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, add
         tracker.finish("FAILED")
         raise
     rows = collect_rows(results, settings)
+    # Ray returns normally after Ctrl-C (it saves the experiment state for Tuner.restore); the
+    # front written then covers the trials that finished so far.
+    interrupted = bool(tracker.unfinished_trials) or tracker.trials_seen < spec.num_samples
+    unfinished = set(tracker.unfinished_trials)
+    for row in rows:
+        if row["trial_id"] in unfinished:
+            row["status"] = "interrupted"
     summary = write_pareto(search_dir, rows, metric=settings.metric, tracker=tracker)
-    tracker.finish("FINISHED")
+    tracker.finish("KILLED" if interrupted else "FINISHED")
     summary["errors"] = results.num_errors
+    summary["interrupted"] = interrupted
     return summary
 
 

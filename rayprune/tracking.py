@@ -53,6 +53,11 @@ class SearchTracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        # What a restored callback needs to rebuild this tracker (see MLflowTrackingCallback).
+        self.init_args = {"tracking_uri": tracking_uri, "experiment": experiment,
+                          "search_dir": str(search_dir), "tags": dict(tags or {}),
+                          "metric_names": sorted(metric_names)}
+
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         self.tracking_uri = tracking_uri
         self.metric_names = set(metric_names)  # per-evaluation curves logged besides the prefixes
@@ -73,7 +78,9 @@ class SearchTracker:
         else:
             self.experiment_id = exp.experiment_id
         self.parent_run_id = state.get("parent_run_id")
-        if self.parent_run_id is None:
+        if self.parent_run_id is not None:  # a resumed search: the parent runs again
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+        else:
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=f"search-{self.search_dir.name}",
@@ -81,8 +88,14 @@ class SearchTracker:
             )
             self.parent_run_id = run.info.run_id
         self.child_runs: dict[str, str] = dict(state.get("child_runs", {}))
+        # Trials that finished, stopped early or failed, in this search or before a resume.
+        self.ended_trials: set[str] = set(state.get("ended_trials", []))
+        # Set when the experiment ends: trials cut off by an interruption, and how many there were.
+        self.unfinished_trials: list[str] = []
+        self.trials_seen = 0
         self._state_file = state_file
         self._save()
+        _ACTIVE_TRACKERS[_key(search_dir)] = self
 
     def _save(self) -> None:
         self._state_file.write_text(json.dumps({
@@ -90,6 +103,7 @@ class SearchTracker:
             "experiment_id": self.experiment_id,
             "parent_run_id": self.parent_run_id,
             "child_runs": self.child_runs,
+            "ended_trials": sorted(self.ended_trials),
         }, indent=1))
 
     # -------------------------------------------------------------------- children
@@ -97,8 +111,12 @@ class SearchTracker:
         from mlflow.entities import Param
 
         if trial_id in self.child_runs:  # resumed trial: same run, params already logged
-            self.client.update_run(self.child_runs[trial_id], status="RUNNING")
-            return self.child_runs[trial_id]
+            run_id = self.child_runs[trial_id]
+            self.client.update_run(run_id, status="RUNNING")
+            if self.client.get_run(run_id).data.tags.get("interrupted"):
+                self.client.delete_tag(run_id, "interrupted")
+                self.client.set_tag(run_id, "resumed", "true")
+            return run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=trial_id,
@@ -135,6 +153,9 @@ class SearchTracker:
         run_id = self.child_runs.get(trial_id)
         if run_id is None:
             return
+        if status != "KILLED" or not (tags or {}).get("interrupted"):
+            self.ended_trials.add(trial_id)
+            self._save()
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
         self.client.set_terminated(run_id, status=status)
@@ -171,11 +192,40 @@ class SearchTracker:
         self.client.set_terminated(self.parent_run_id, status=status)
 
 
+# The driver's live tracker per search directory, so that a callback unpickled by
+# ``Tuner.restore`` uses it instead of a stale copy.
+_ACTIVE_TRACKERS: dict[str, SearchTracker] = {}
+
+
+def _key(search_dir) -> str:
+    return str(Path(search_dir).resolve())
+
+
 class MLflowTrackingCallback(Callback):
-    """Ray Tune callback (runs on the driver) mirroring every trial into a child MLflow run."""
+    """Ray Tune callback (runs on the driver) mirroring every trial into a child MLflow run.
+
+    ``Tuner.restore`` does not take new callbacks: it unpickles the ones the search started with
+    (Ray supports only stateless callbacks across a restore, ECOSYSTEM pain 7).  So the pickle
+    holds no state, only how to find the tracker: the live one of this search directory when the
+    driver has made it (``run_search`` does before restoring), else one rebuilt from
+    ``tracking.json``.  Either way the trial -> run map is the current one, and a resumed trial
+    logs into its existing run.
+    """
 
     def __init__(self, tracker: SearchTracker) -> None:
         self.tracker = tracker
+
+    def __getstate__(self) -> dict:
+        return {"init_args": self.tracker.init_args}
+
+    def __setstate__(self, state: dict) -> None:
+        args = dict(state["init_args"])
+        live = _ACTIVE_TRACKERS.get(_key(args["search_dir"]))
+        if live is None:
+            args["search_dir"] = Path(args["search_dir"])
+            args["metric_names"] = set(args["metric_names"])
+            live = SearchTracker(**args)
+        self.tracker = live
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.tracker.start_trial(trial.trial_id, trial.config)
@@ -194,3 +244,14 @@ class MLflowTrackingCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self.tracker.end_trial(trial.trial_id, "FAILED", tags={"error": "true"})
+
+    def on_experiment_end(self, trials, **info):
+        """Called once when ``Tuner.fit`` ends, also after an interruption (Ctrl-C).  Trials that
+        never completed nor failed were cut off (``trial.status`` is no guide here: Ray's cleanup
+        may already have set it); their runs are marked KILLED with ``interrupted=true``, and a
+        resumed search sets them RUNNING again."""
+        tracker = self.tracker
+        tracker.trials_seen = len(trials)
+        tracker.unfinished_trials = [t.trial_id for t in trials if t.trial_id not in tracker.ended_trials]
+        for trial_id in tracker.unfinished_trials:
+            tracker.end_trial(trial_id, "KILLED", tags={"interrupted": "true"})

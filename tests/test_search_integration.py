@@ -360,3 +360,72 @@ def test_grain_search_trains_one_teacher_and_exports_a_smaller_model(ray_cluster
             b = masked(input_ids=ids, attention_mask=mask).logits
         assert torch.allclose(a, b, atol=1e-5)
     assert ranks == {0, 8}
+
+
+def test_interrupted_search_resumes_from_checkpoints(ray_cluster, tiny_dir, tmp_path):
+    """Ctrl-C during a search, then `rayprune search --resume`: the cut-off trial continues from
+    its last checkpoint (no step is trained twice), the trials not yet started run, and MLflow
+    ends with one FINISHED child per trial under a FINISHED parent."""
+    import signal
+
+    from mlflow.tracking import MlflowClient
+    from ray.tune import ExperimentAnalysis
+
+    from rayprune.tracking import default_tracking_uri
+
+    path = write_space(tmp_path / "space.yaml", tiny_dir, name="resume", num_samples=3, scheduler="fifo")
+    raw = yaml.safe_load(path.read_text())
+    raw["training"] = {"steps": 600, "batch_size": 16, "eval_interval": 100, "learning_rate": 1e-3}
+    raw["budget"] = {"num_samples": 3, "max_concurrent": 1}
+    raw["space"] = {"method": "magnitude", "target_sparsity": {"choice": [0.5, 0.7, 0.9]},
+                    "schedule.start": 0.0, "schedule.end": 0.5}
+    raw["points_to_evaluate"] = [{"target_sparsity": 0.5}, {"target_sparsity": 0.7}, {"target_sparsity": 0.9}]
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "runs"
+    args = ["search", "--space", str(path), "--output", str(out), "--data-dir", str(GLUE_DIR),
+            "--address", ray_cluster, "-v", "0"]
+    proc = subprocess.Popen([str(BIN / "rayprune"), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    tune_dir = out / "resume" / "ray" / "tune"
+    deadline = time.monotonic() + 600
+    while not list(tune_dir.glob("*/checkpoint_*")):  # the first trial has checkpointed
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 130, output
+    assert "--resume" in output
+
+    search_dir = out / "resume"
+    client = MlflowClient(default_tracking_uri(search_dir))
+    exp = client.get_experiment_by_name("resume")
+
+    def runs_by_role():
+        runs = client.search_runs([exp.experiment_id])
+        parent = [r for r in runs if r.data.tags.get("rayprune.role") == "search"]
+        children = [r for r in runs if r.data.tags.get("rayprune.role") == "trial"]
+        return parent, children
+
+    parent, children = runs_by_role()
+    assert len(parent) == 1 and parent[0].info.status == "KILLED"
+    cut_off = [c for c in children if c.data.tags.get("interrupted") == "true"]
+    assert len(cut_off) == 1 and cut_off[0].info.status == "KILLED"  # the trial that was running
+    assert all(c.info.status == "FINISHED" for c in children if c not in cut_off)
+
+    result = run_cli(*args, "--resume")
+    assert result.returncode == 0, result.stdout + result.stderr
+    analysis = ExperimentAnalysis(str(tune_dir))
+    assert len(analysis.trials) == 3
+    for trial in analysis.trials:
+        steps = list(analysis.trial_dataframes[trial.trial_id]["step"])
+        assert steps[-1] == 600 and trial.last_result["budget_fraction"] == 1.0
+        assert steps == [100, 200, 300, 400, 500, 600], f"steps reported twice or skipped: {steps}"
+    parent, children = runs_by_role()
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    # one run per trial: the cut-off trial went on logging into its own run
+    assert len(children) == 3 and {c.info.status for c in children} == {"FINISHED"}
+    resumed = next(c for c in children if c.info.run_id == cut_off[0].info.run_id)
+    assert resumed.data.tags.get("resumed") == "true" and "interrupted" not in resumed.data.tags
+    history = [m.step for m in client.get_metric_history(resumed.info.run_id, "sparsity")]
+    assert sorted(set(history)) == [100, 200, 300, 400, 500, 600]
