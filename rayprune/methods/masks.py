@@ -9,7 +9,7 @@ Convention: a *mask* is a bool tensor of the weight's shape, ``True`` = keep.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
@@ -19,6 +19,8 @@ __all__ = [
     "select_lowest_k_per_tensor",
     "count_zeros",
     "sparsity_of",
+    "lowest_kept_indices",
+    "select_new_pruned",
 ]
 
 # Above this many scores an exact global kthvalue becomes the dominating cost of a masking
@@ -126,3 +128,116 @@ def sparsity_of(tensors: Mapping[str, torch.Tensor] | list[torch.Tensor]) -> flo
 def _check_sparsity(sparsity: float) -> None:
     if not 0.0 <= float(sparsity) < 1.0:
         raise ValueError(f"sparsity must be in [0, 1), got sparsity={sparsity}")
+
+
+# ------------------------------------------------- incremental selection (masks only grow)
+# Below this many entries a plain top-k over the kept entries is as cheap as anything else.
+_SAMPLED_MIN_ENTRIES = 1 << 16
+# Random sample used to bound the k-th lowest kept score (indices drawn with replacement).
+_BOUND_SAMPLE_SIZE = 1 << 14
+
+
+def lowest_kept_indices(
+    score: torch.Tensor,
+    keep: torch.Tensor,
+    k: int,
+    *,
+    kept: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Flat indices of the ``k`` lowest ``score`` entries among those where ``keep`` is True.
+
+    Exact: the result always has ``min(k, kept)`` indices and no kept entry outside it scores
+    lower than one inside it (ties broken arbitrarily).  When ``k`` is small against the number
+    of kept entries, the k-th lowest kept score is bounded from above on a random sample, every
+    kept entry at or below the bound becomes a candidate, and the top-k runs on the candidates
+    only: one comparison pass instead of a top-k over the whole tensor.  If the sample bound is
+    too low (fewer than ``k`` candidates, probability below 1e-6) it falls back to the top-k
+    over all kept entries.  torch offers ``topk``/``kthvalue`` but no selection restricted to a
+    subset that avoids sorting work over the whole tensor, hence this function.
+
+    Args:
+        score: 1-D scores, higher = keep.
+        keep: 1-D bool of the same length; only True entries may be returned.
+        k: how many to return.
+        kept: ``keep.count_nonzero()`` if the caller has it.
+        generator: CPU generator for the sample (fixes the tie-breaking for reproducibility).
+
+    Returns:
+        1-D int64 indices into ``score``.
+    """
+    if kept is None:
+        kept = int(keep.count_nonzero())
+    if k <= 0:
+        return torch.empty(0, dtype=torch.long, device=score.device)
+    if k >= kept:
+        return keep.nonzero().squeeze(1)
+    n = score.numel()
+    if n >= _SAMPLED_MIN_ENTRIES and 8 * k < kept:
+        idx = torch.randint(0, n, (_BOUND_SAMPLE_SIZE,), generator=generator).to(score.device)
+        sample = score[idx][keep[idx]]  # (kept draws,)
+        expected = k * sample.numel() / kept  # draws expected below the true k-th lowest
+        # Binomial upper tail: the true k-th lowest exceeds this rank's value with probability
+        # < 1e-6, so there are at least k candidates.
+        rank = math.ceil(expected + 5.0 * math.sqrt(expected) + 8.0)
+        if rank < sample.numel():
+            bound = sample.kthvalue(rank).values
+            candidates = (keep & (score <= bound)).nonzero().squeeze(1)  # (c,), c >= k usually
+            if candidates.numel() >= k:
+                pick = torch.topk(score[candidates], k, largest=False, sorted=False).indices
+                return candidates[pick]
+    candidates = keep.nonzero().squeeze(1)  # (kept,)
+    pick = torch.topk(score[candidates].float(), k, largest=False, sorted=False).indices
+    return candidates[pick]
+
+
+def select_new_pruned(
+    score: torch.Tensor,
+    keep: torch.Tensor,
+    sparsity: float,
+    *,
+    sizes: Sequence[int] | None = None,
+    ceiling: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Which kept entries to prune now so that ``round(sparsity * n)`` are pruned in total.
+
+    Entries already pruned (``keep`` False) stay pruned and count towards the total, so the new
+    mask ``keep`` minus the result is exactly what ``masks.select_lowest_k_global`` /
+    ``select_lowest_k_per_tensor`` give with the previous mask's entries forced to the bottom
+    (what ``PruningMethod.step`` does), computed incrementally.
+
+    Args:
+        score: 1-D scores of all targets concatenated in order, higher = keep.
+        keep: 1-D bool, the current mask (True = kept); not modified.
+        sparsity: requested fraction pruned, in [0, 1).
+        sizes: per-target lengths for per-tensor ("layer") selection; ``None`` = one global cut.
+        ceiling: only entries with ``score <= ceiling`` may be newly pruned (soft movement's
+            threshold); the request is then a cap, not a promise.
+        generator: CPU generator for :func:`lowest_kept_indices`.
+
+    Returns:
+        1-D int64 flat indices of the entries to prune (all currently kept, no duplicates).
+    """
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got sparsity={sparsity}")
+    groups = [(0, score.numel())]
+    if sizes is not None:
+        starts = [0]
+        for size in sizes:
+            starts.append(starts[-1] + int(size))
+        if starts[-1] != score.numel():
+            raise ValueError(f"sizes sum to {starts[-1]}, expected {score.numel()}")
+        groups = list(zip(starts[:-1], starts[1:]))
+    chosen = []
+    for lo, hi in groups:
+        s, kp = score[lo:hi], keep[lo:hi]  # views, (hi - lo,)
+        kept = int(kp.count_nonzero())
+        k_new = int(round(sparsity * (hi - lo))) - (hi - lo - kept)
+        if ceiling is not None and k_new > 0:
+            k_new = min(k_new, int((kp & (s <= ceiling)).count_nonzero()))
+        if k_new > 0:
+            chosen.append(lowest_kept_indices(s, kp, k_new, kept=kept, generator=generator) + lo)
+    if not chosen:
+        return torch.empty(0, dtype=torch.long, device=score.device)
+    return torch.cat(chosen)

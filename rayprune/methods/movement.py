@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from rayprune.methods.base import MethodOptions, TrainingContext
-from rayprune.methods.seven import FlatScoreMethod, flat_views, ramp_window
+from rayprune.methods.flat_scores import FlatScoreMethod, flat_views, ramp_window
 
 __all__ = ["MovementMethod", "MovementOptions"]
 

@@ -52,7 +52,7 @@ from torch import nn
 from rayprune.methods.base import TrainingContext
 
 from rayprune.methods.movement import MovementMethod, MovementOptions
-from rayprune.methods.seven import ramp_window
+from rayprune.methods.flat_scores import ramp_window
 
 __all__ = ["SoftMovementMethod", "SoftMovementOptions"]
 

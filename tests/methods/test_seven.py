@@ -11,7 +11,8 @@ from torch import nn
 
 from rayprune.methods import SparsitySchedule, TrainingContext, get_method
 from rayprune.methods import masks as mask_ops
-from rayprune.methods.seven import SevenMethod, lowest_kept_indices, select_new_pruned
+from rayprune.methods.masks import lowest_kept_indices, select_new_pruned
+from rayprune.methods.seven import SevenMethod
 
 A1, A2 = 0.8, 0.9
 

@@ -1,0 +1,116 @@
+"""Methods whose per-weight scores live in one flat buffer and whose masks grow incrementally.
+
+SEVEN, movement and soft movement score every prunable weight every step and re-select masks
+at every step of their window.  :class:`FlatScoreMethod` keeps their scores in one float32
+buffer over all targets (viewed per target, :func:`flat_views`), so a global selection reads one
+tensor and an optimizer steps one tensor, and its :meth:`FlatScoreMethod.step` finds only the
+newly pruned entries (:func:`rayprune.methods.masks.select_new_pruned`) instead of a full
+lowest-k over all scores: the same selection as ``PruningMethod.step``, at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from rayprune.methods.base import PruningMethod, TrainingContext
+from rayprune.methods.masks import select_new_pruned
+
+__all__ = ["FlatScoreMethod", "flat_views", "ramp_window"]
+
+
+def flat_views(
+    params: Mapping[str, torch.Tensor], *, fill: float = 0.0, requires_grad: bool = False
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One flat float32 buffer over all ``params`` (in order) and a view of it per target.
+
+    Used for per-weight statistics and scores, so a global selection reads one tensor and an
+    optimizer steps one tensor.
+    """
+    first = next(iter(params.values()))
+    total = sum(p.numel() for p in params.values())
+    flat = torch.full((total,), float(fill), dtype=torch.float32, device=first.device)
+    flat.requires_grad_(requires_grad)
+    views, offset = {}, 0
+    for fqn, p in params.items():
+        views[fqn] = flat.detach()[offset : offset + p.numel()].view(p.shape)
+        offset += p.numel()
+    return flat, views
+
+
+def ramp_window(context: TrainingContext) -> tuple[int, int]:
+    """(first, last) step of the pruning window; the whole run when there is no schedule."""
+    if context.schedule is None:
+        return 0, max(context.total_steps - 1, 0)
+    return context.schedule.steps(context.total_steps)
+
+
+class FlatScoreMethod(PruningMethod):
+    """A method whose scores live in one flat float32 buffer over all targets (in target order)
+    and whose masking step is incremental (:func:`select_new_pruned`).
+
+    Subclasses implement :meth:`flat_scores` (and ``score`` as a view of it); they may override
+    :meth:`pruning_ceiling` and :meth:`on_pruned`.  Masks are updated in place, so
+    :meth:`state_dict` returns copies.  Shared by SEVEN, movement and soft movement.
+    """
+
+    def prepare(self, model: nn.Module, targets: Sequence[str], context: TrainingContext) -> None:
+        super().prepare(model, targets, context)
+        self._sizes = [p.numel() for p in self.params.values()]
+        offsets = [0]
+        for size in self._sizes:
+            offsets.append(offsets[-1] + size)
+        self._offsets = offsets
+
+    def flat_scores(self) -> torch.Tensor:
+        """1-D scores of all targets concatenated in target order (higher = keep)."""
+        raise NotImplementedError
+
+    def pruning_ceiling(self) -> float | None:
+        """Highest score that may be newly pruned; ``None`` = any (plain lowest-k)."""
+        return None
+
+    def on_pruned(self, flat_indices: torch.Tensor) -> None:
+        """Called by :meth:`step` with the flat indices just pruned (sorted)."""
+
+    @torch.no_grad()
+    def step(self, sparsity: float) -> dict[str, float]:
+        """Prune the lowest scores to ``sparsity`` (global or per tensor, per ``selection``):
+        the same selection as ``PruningMethod.step``, computed incrementally.  Called by the
+        trial at every masking step.
+
+        Returns:
+            the measured sparsity of every target after the step.
+        """
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got sparsity={sparsity}")
+        keep = torch.cat([self.masks[fqn].reshape(-1) for fqn in self.params])  # (total,)
+        new = select_new_pruned(
+            self.flat_scores().detach(),
+            keep,
+            sparsity,
+            sizes=self._sizes if self.options.selection == "layer" else None,
+            ceiling=self.pruning_ceiling(),
+            generator=torch.Generator(device="cpu").manual_seed(
+                int(self.context.seed) * 1_000_003 + int(self.context.step)
+            ),
+        ).sort().values
+        # Split the sorted flat indices by target: (targets + 1,) boundaries into `new`.
+        bounds = torch.searchsorted(new, torch.tensor(self._offsets, device=new.device)).tolist()
+        for i, fqn in enumerate(self.params):
+            if bounds[i + 1] > bounds[i]:
+                mask = self.masks[fqn]
+                if not mask.is_contiguous():
+                    mask = self.masks[fqn] = mask.contiguous()
+                mask.view(-1)[new[bounds[i] : bounds[i + 1]] - self._offsets[i]] = False
+        self.on_pruned(new)
+        self.apply_masks()
+        # Exact zeros of the weights, as target_sparsity() but without a float copy.
+        return {fqn: 1.0 - int(p.count_nonzero()) / p.numel() for fqn, p in self.params.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["masks"] = {k: v.detach().cpu().clone() for k, v in self.masks.items()}
+        return state
