@@ -143,3 +143,28 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tiny_dir, demo_
         assert torch.equal(a, b), name
     assert resumed_metrics["accuracy"] == full_metrics["accuracy"]
     assert resumed_metrics["sparsity"] == full_metrics["sparsity"]
+
+
+@pytest.mark.parametrize("flat", [
+    {"method": "rpp", "rpp.stage": "mlm", "rpp.mlm_steps": 2, "rpp.mlm_head_warmup_steps": 1,
+     "rpp.mlm_batch_size": 4},
+    {"method": "grain", "grain.embedding_rank": 8, "grain.hidden_loss_weight": 0.0},
+], ids=["rpp-mlm", "grain-ef"])
+def test_export_rebuilds_the_trained_model_from_its_checkpoint(tiny_dir, demo_data, tmp_path, flat):
+    """load_trained (what `rayprune export` uses) must give back the trained weights without
+    training anything again (RPP's mlm stage) and with the structure prepare made (GRAIN's
+    factorised embeddings)."""
+    from rayprune.trial import load_trained
+
+    settings = settings_for(tiny_dir, steps=4, eval_interval=4, teacher_dir=tiny_dir)  # any dense model
+    config = TrialConfig.from_flat({**flat, "target_sparsity": 0.5, "schedule.start": 0.0, "schedule.end": 0.5},
+                                   settings)
+    ckpt = tmp_path / "final"
+    model, _, _ = run_training(config, settings, demo_data, report=lambda m, w: w(ckpt) if w else None)
+    info = {"num_labels": demo_data.num_labels, "is_regression": False}
+    again, method = load_trained(ckpt, config, settings, info)
+    assert method is not None
+    trained = model.state_dict()
+    assert sorted(again.state_dict()) == sorted(trained)
+    for name, tensor in again.state_dict().items():
+        assert torch.equal(tensor, trained[name]), name
