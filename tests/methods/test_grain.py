@@ -479,23 +479,29 @@ def test_same_scores_give_identical_masks():
     assert all(torch.equal(masks[0][k], masks[1][k]) for k in masks[0])
 
 
-def test_finalize_returns_a_smaller_model_with_the_same_outputs():
-    model, method = prepared()
-    gen = torch.Generator().manual_seed(7)
+def prune_and_run(model, method, sparsity: float, seed: int) -> tuple[dict, torch.Tensor]:
+    """Score with random gradients, prune to ``sparsity`` and return (a batch, the masked model's
+    logits on it)."""
+    gen = torch.Generator().manual_seed(seed)
     for p in method.params.values():
         p.grad = torch.randn(p.shape, generator=gen)
     method.after_backward(model)
-    method.step(0.7)
-    batch = batch_of(1)
+    method.step(sparsity)
+    batch = {k: v for k, v in batch_of(seed).items() if k != "labels"}
     with torch.no_grad():
-        masked = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return batch, model(**batch).logits
+
+
+def test_finalize_returns_a_smaller_model_with_the_same_outputs():
+    model, method = prepared()
+    batch, masked = prune_and_run(model, method, 0.7, seed=1)
     dense_count = sum(p.numel() for p in model.parameters())
     zeros = sum(int((p == 0).sum()) for p in model.parameters())
     small = method.finalize().eval()
     assert sorted(small.state_dict()) == sorted(model.state_dict())  # same keys, smaller shapes
     assert sum(p.numel() for p in small.parameters()) == dense_count - zeros
     with torch.no_grad():
-        shrunk = small(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        shrunk = small(**batch).logits
     assert torch.allclose(shrunk, masked, atol=1e-5)
     assert method.params == {}
 
@@ -516,18 +522,11 @@ def test_embedding_factorisation_before_training_and_in_the_export():
     # Embeddings are not encoder parameters: the schedule's density is unchanged by EF.
     _, plain = prepared(model=copy.deepcopy(dense))
     assert method._encoder_total == plain._encoder_total
-    gen = torch.Generator().manual_seed(3)
-    for p in method.params.values():
-        p.grad = torch.randn(p.shape, generator=gen)
-    method.after_backward(model)
-    method.step(0.6)
-    batch = batch_of(2)
-    with torch.no_grad():
-        masked = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    batch, masked = prune_and_run(model, method, 0.6, seed=2)
     small = method.finalize().eval()
     assert small.config.embedding_rank == 8
     with torch.no_grad():
-        shrunk = small(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        shrunk = small(**batch).logits
     assert torch.allclose(shrunk, masked, atol=1e-5)
 
 
