@@ -30,6 +30,13 @@ Differences from the official code, forced by project-wide decisions:
   ``max_grad_norm`` by ``rayprune.trial`` when set), so clipping reaches them only through
   ``grad`` (soft movement's penalty gradient is not clipped).
 
+**At fine-tuning budgets, prefer soft movement or a late one-shot schedule.**  Persistent masks
+make every early choice final, and the cubic ramp takes ~40 % of the weights in its first fifth,
+on scores that have seen a few dozen steps.  Measured on MiniLM-L6 / SST-2 (benchmarks/RESULTS.md):
+80 % and 90 % with the default ramp end at the majority class, at 300 and at 900 steps, while
+the same scores used once at 70 % of training (``schedule.kind: constant``) reach 0.638 against
+GMP's 0.617 under that schedule; soft movement, whose threshold rises late, reaches 0.80.
+
 Memory: ``S``, its gradient and AdamW's two moments are four float32 buffers of the prunable
 set's size (16 bytes per weight, 170 MB for MiniLM-L6's encoder), plus the base's bool mask.
 """
