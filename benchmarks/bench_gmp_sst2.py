@@ -10,24 +10,16 @@ from __future__ import annotations
 
 import argparse
 
-from common import DEFAULT_GLUE, load_sst2, print_table, run_one, save
+from common import add_sst2_arguments, load_sst2_for, print_table, run_one, save
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(DEFAULT_GLUE))
-    parser.add_argument("--model", default="bundled:minilm-l6")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-train", type=int, default=20000)
-    parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--threads", type=int, default=2)
+    add_sst2_arguments(parser, steps=600, max_train=20000)
     parser.add_argument("--sparsities", default="0.5,0.8,0.9")
     parser.add_argument("--out")
     args = parser.parse_args()
-    data = load_sst2(data_dir=args.data_dir, model=args.model, max_train=args.max_train,
-                     max_seq_length=args.max_seq_length)
+    data = load_sst2_for(args)
     common = dict(data=data, model=args.model, steps=args.steps, batch_size=args.batch_size, threads=args.threads)
     rows = [run_one({"learning_rate": args.learning_rate}, **common)]
     print_table(rows, "dense")

@@ -15,20 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import DEFAULT_GLUE, load_sst2, print_table, run_one, save
+from common import add_sst2_arguments, load_sst2_for, print_table, run_one, save
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(DEFAULT_GLUE))
-    parser.add_argument("--model", default="bundled:minilm-l6")
-    parser.add_argument("--steps", type=int, default=300)
+    add_sst2_arguments(parser, steps=300, max_train=8000)
     parser.add_argument("--teacher-steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-train", type=int, default=8000)
-    parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--densities", default="0.2,0.1")
     parser.add_argument("--embedding-ranks", default="0",
                         help="comma-separated grain.embedding_rank values to run at every density "
@@ -40,8 +33,7 @@ def main() -> None:
     from rayprune.teacher import ensure_teacher
     from rayprune.trial import TrialSettings
 
-    data = load_sst2(data_dir=args.data_dir, model=args.model, max_train=args.max_train,
-                     max_seq_length=args.max_seq_length)
+    data = load_sst2_for(args)
     work = Path(args.teacher_dir) if args.teacher_dir else Path(tempfile.mkdtemp(prefix="rayprune-grain-"))
     settings = TrialSettings(model=args.model, metric="accuracy", steps=args.teacher_steps,
                              batch_size=args.batch_size, threads=args.threads, learning_rate=args.learning_rate)

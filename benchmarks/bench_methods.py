@@ -17,21 +17,14 @@ from pathlib import Path
 
 import yaml
 
-from common import DEFAULT_GLUE, load_sst2, print_table, run_one, save
+from common import add_sst2_arguments, load_sst2_for, print_table, run_one, save
 
 METHODS = ("movement", "soft_movement", "platon", "mgpp", "pins", "seven", "rpp")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=str(DEFAULT_GLUE))
-    parser.add_argument("--model", default="bundled:minilm-l6")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-train", type=int, default=20000)
-    parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=1e-4)
-    parser.add_argument("--threads", type=int, default=2)
+    add_sst2_arguments(parser, steps=300, max_train=20000)
     parser.add_argument("--sparsities", default="0.8,0.9")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--baseline", help="JSON rows of bench_gmp_sst2.py with the same settings")
@@ -46,8 +39,7 @@ def main() -> None:
         if not sep:
             parser.error(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = yaml.safe_load(value)
-    data = load_sst2(data_dir=args.data_dir, model=args.model, max_train=args.max_train,
-                     max_seq_length=args.max_seq_length)
+    data = load_sst2_for(args)
     common = dict(data=data, model=args.model, steps=args.steps, batch_size=args.batch_size, threads=args.threads)
     sparsities = [float(x) for x in args.sparsities.split(",")]
     rows = []

@@ -15,6 +15,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 DEFAULT_GLUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
 
 
+def add_sst2_arguments(parser, *, steps: int, max_train: int) -> None:
+    """The options every SST-2 quality benchmark takes (data, model, budget, threads); the
+    defaults that differ between benchmarks are passed in."""
+    parser.add_argument("--data-dir", default=str(DEFAULT_GLUE))
+    parser.add_argument("--model", default="bundled:minilm-l6")
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-train", type=int, default=max_train)
+    parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--threads", type=int, default=2)
+
+
+def load_sst2_for(args):
+    """:func:`load_sst2` with the options of :func:`add_sst2_arguments`."""
+    return load_sst2(data_dir=args.data_dir, model=args.model, max_train=args.max_train,
+                     max_seq_length=args.max_seq_length)
+
+
 def load_sst2(*, data_dir: str, model: str, max_train: int, max_seq_length: int, seed: int = 0):
     """Tokenised SST-2: a seeded train subsample, the full dev set (872) for evaluation."""
     from rayprune.data import DataSpec, load_task, tokenize_task
