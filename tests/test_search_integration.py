@@ -387,17 +387,27 @@ def test_interrupted_search_resumes_from_checkpoints(ray_cluster, tiny_dir, tmp_
     proc = subprocess.Popen([str(BIN / "rayprune"), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     tune_dir = out / "resume" / "ray" / "tune"
+    search_dir = out / "resume"
+
+    def driver_has_processed_a_checkpoint() -> bool:
+        # Every evaluation reports a checkpoint; once the driver has logged one to MLflow, Ray
+        # has registered that checkpoint, so the state Ray saves on Ctrl-C includes it.
+        if not (search_dir / "mlflow.db").exists():
+            return False
+        exp = MlflowClient(default_tracking_uri(search_dir)).get_experiment_by_name("resume")
+        runs = MlflowClient(default_tracking_uri(search_dir)).search_runs([exp.experiment_id]) if exp else []
+        return any(r.data.metrics.get("step", 0) >= 100 for r in runs)
+
     deadline = time.monotonic() + 600
-    while not list(tune_dir.glob("*/checkpoint_*")):  # the first trial has checkpointed
+    while not driver_has_processed_a_checkpoint():
         assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "no checkpoint within 10 minutes"
+        assert time.monotonic() < deadline, "no checkpointed evaluation within 10 minutes"
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 130, output
     assert "--resume" in output
 
-    search_dir = out / "resume"
     client = MlflowClient(default_tracking_uri(search_dir))
     exp = client.get_experiment_by_name("resume")
 
@@ -420,7 +430,13 @@ def test_interrupted_search_resumes_from_checkpoints(ray_cluster, tiny_dir, tmp_
     for trial in analysis.trials:
         steps = list(analysis.trial_dataframes[trial.trial_id]["step"])
         assert steps[-1] == 600 and trial.last_result["budget_fraction"] == 1.0
-        assert steps == [100, 200, 300, 400, 500, 600], f"steps reported twice or skipped: {steps}"
+        # Continued from its checkpoint, not from scratch: nothing reported before the last
+        # processed checkpoint comes again.  Ray saves its state on Ctrl-C before it drains the
+        # results still in flight, so the one evaluation in flight at that moment may be
+        # reported twice (its checkpoint is on disk but not in the saved state).
+        assert sorted(set(steps)) == [100, 200, 300, 400, 500, 600], f"steps skipped: {steps}"
+        assert steps == sorted(steps) and steps.count(100) == 1, f"restarted: {steps}"
+        assert len(steps) - len(set(steps)) <= 1, f"more than the in-flight evaluation repeated: {steps}"
     parent, children = runs_by_role()
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
     # one run per trial: the cut-off trial went on logging into its own run
