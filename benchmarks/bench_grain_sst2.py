@@ -30,8 +30,8 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
 
-    from rayprune.teacher import ensure_teacher
-    from rayprune.trial import TrialSettings
+    from rayprune.training.teacher import ensure_teacher
+    from rayprune.training import TrialSettings
 
     data = load_sst2_for(args)
     work = Path(args.teacher_dir) if args.teacher_dir else Path(tempfile.mkdtemp(prefix="rayprune-grain-"))
@@ -42,7 +42,7 @@ def main() -> None:
     print(f"teacher: {teacher_dir}")
     from transformers import AutoModelForSequenceClassification
 
-    from rayprune.trial import evaluate
+    from rayprune.training import evaluate
 
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     teacher_acc = evaluate(teacher, data.eval, data, 128)["accuracy"]

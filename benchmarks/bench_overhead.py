@@ -53,9 +53,10 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
 
-    from rayprune.search import prepare_search, run_search
-    from rayprune.search_space import parse_spec
-    from rayprune.trial import TrialConfig, run_training
+    from rayprune.search.driver import run_search
+    from rayprune.search.preflight import prepare_search
+    from rayprune.config import parse_spec
+    from rayprune.training import TrialConfig, run_training
 
     work = Path(tempfile.mkdtemp(prefix="rayprune-bench-"))
     spec = parse_spec(space(args, "overhead"), path=str(work / "space.yaml"))

@@ -18,7 +18,7 @@ is close to a real GRAIN run's (~500 steps for a ramp of ~8k steps), which lets 
 thin heads as it would in training.  Latency depends only on the resulting shapes; accuracy is
 not measured here.
 
-The pruned model is exported with ``rayprune.structured.shrink_model`` and checked against the
+The pruned model is exported with ``rayprune.methods.structured.models.shrink_model`` and checked against the
 masked model on a small batch.  Latency: forward passes of batch 32 x seq 128 (random token ids,
 no padding) under ``torch.inference_mode`` with ``torch.set_num_threads(os.cpu_count())``
 (``--threads``); all models are timed round-robin in each repeat (so background load hits all of
@@ -58,7 +58,7 @@ import torch  # noqa: E402
 
 from rayprune.methods import SparsitySchedule, TrainingContext, get_method  # noqa: E402
 from rayprune.models import load_model_and_tokenizer, prunable_targets  # noqa: E402
-from rayprune.structured import (  # noqa: E402
+from rayprune.methods.structured.models import (  # noqa: E402
     dense_encoder_parameter_count,
     encoder_parameter_count,
     read_pruned_layout,
@@ -79,7 +79,7 @@ def status_mb(field):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
 import torch, transformers
-import rayprune.structured  # registers the pruned model with the Auto classes
+import rayprune.methods.structured.models  # registers the pruned model with the Auto classes
 torch.set_num_threads(int(sys.argv[3]))
 base = status_mb("VmRSS")
 model = transformers.AutoModelForSequenceClassification.from_pretrained(sys.argv[1]).eval()

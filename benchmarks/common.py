@@ -47,7 +47,7 @@ def load_sst2(*, data_dir: str, model: str, max_train: int, max_seq_length: int,
 def run_one(flat_config: dict, *, data, model: str, steps: int, batch_size: int, threads: int,
             eval_interval: int | None = None, teacher_dir: str | None = None) -> dict:
     """Train one configuration (``flat_config`` as a search would produce it) and return a row."""
-    from rayprune.trial import TrialConfig, TrialSettings, run_training
+    from rayprune.training import TrialConfig, TrialSettings, run_training
 
     settings = TrialSettings(model=model, metric="accuracy", steps=steps, batch_size=batch_size,
                              eval_interval=eval_interval or steps, threads=threads, teacher_dir=teacher_dir,

@@ -56,15 +56,16 @@ def cmd_methods(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from rayprune.search_space import json_schema
+    from rayprune.config import json_schema
 
     print(json.dumps(json_schema(), indent=1))
     return 0
 
 
 def cmd_search(args) -> int:
-    from rayprune.search import prepare_search, run_search
-    from rayprune.search_space import load_spec
+    from rayprune.search.driver import run_search
+    from rayprune.search.preflight import prepare_search
+    from rayprune.config import load_spec
 
     spec = load_spec(args.space)
     data_dir = args.data_dir or os.environ.get("RAYPRUNE_DATA_DIR")
@@ -117,7 +118,7 @@ def _print_front(metric: str, front: list[dict], hypervolume: float) -> None:
 
 
 def cmd_pareto(args) -> int:
-    from rayprune.search import load_search_dir
+    from rayprune.search.results import load_search_dir
 
     meta, rows, front = load_search_dir(args.search_dir)
     pareto = json.loads((Path(args.search_dir) / "pareto.json").read_text())
@@ -136,7 +137,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from rayprune.train import train_from_config
+    from rayprune.training.standalone import train_from_config
 
     metrics = train_from_config(args.config, out=args.out, data_dir=args.data_dir)
     print(json.dumps(metrics, indent=1, default=float))
@@ -146,8 +147,8 @@ def cmd_train(args) -> int:
 def cmd_ui(args) -> int:
     import subprocess
 
-    from rayprune.search import load_search_dir
-    from rayprune.tracking import default_tracking_uri
+    from rayprune.search.results import load_search_dir
+    from rayprune.tracking.mlflow_tracker import default_tracking_uri
 
     search_dir = Path(args.search_dir).resolve()
     load_search_dir(search_dir)
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     _offline_defaults()
     args = build_parser().parse_args(argv)
-    from rayprune.search_space import SpecError
+    from rayprune.errors import SpecError
 
     try:
         return args.func(args)

@@ -17,9 +17,9 @@ import yaml
 
 from rayprune import measure
 from rayprune.models import load_model_and_tokenizer, prunable_targets
-from rayprune.search import load_search_dir
-from rayprune.search_space import SpecError
-from rayprune.trial import TrialConfig, TrialSettings, load_trained
+from rayprune.search.results import load_search_dir
+from rayprune.errors import SpecError
+from rayprune.training import TrialConfig, TrialSettings, load_trained
 
 __all__ = ["export_search", "train_config_for"]
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 from torch import nn
 
-__all__ = [
+__all__ = ["register_pruned_models", 
     "BUNDLED_MODELS",
     "SCOPES",
     "resolve_model_path",
@@ -106,6 +106,13 @@ def resolve_model_path(name: str) -> str:
     return os.path.expanduser(name)
 
 
+def register_pruned_models() -> None:
+    """Register rayprune's physically pruned model classes with the transformers Auto classes, so
+    ``AutoModelForSequenceClassification.from_pretrained`` loads a structured export.  Called
+    where models are loaded or exported; idempotent."""
+    import rayprune.methods.structured.models  # noqa: F401  (the registration runs on import)
+
+
 def load_model_and_tokenizer(
     name: str, *, num_labels: int, is_regression: bool = False, config_overrides: dict | None = None
 ):
@@ -127,6 +134,7 @@ def load_model_and_tokenizer(
     # bar would drown the search's own output (one per trial).
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    register_pruned_models()  # a model saved by a structured export loads through the Auto classes
     path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(

@@ -9,7 +9,7 @@ reported NaN) is worse than every row without one.  :func:`non_dominated_sort` p
 in one last front, :func:`pareto_front` never returns them and :func:`hypervolume_2d` ignores
 them.  ``inf`` is an ordinary (very bad or very good) value.
 
-Used by ``rayprune.schedulers`` (rung decisions of :class:`MultiObjectiveASHA`) and by the search
+Used by ``rayprune.search.schedulers`` (rung decisions of :class:`MultiObjectiveASHA`) and by the search
 driver (the final front).  Nothing here logs or plots; callers do.  numpy, Optuna and Ray offer no
 public non-dominated sort or hypervolume for plain arrays (Optuna's live in private modules),
 hence this module.

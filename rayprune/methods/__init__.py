@@ -33,8 +33,8 @@ _BUILTIN: dict[str, str] = {
     "pins": "rayprune.methods.pins:PINSMethod",
     "seven": "rayprune.methods.seven:SevenMethod",
     "rpp": "rayprune.methods.rpp:RPPMethod",
-    "grain": "rayprune.methods.grain:GrainMethod",
-    "head_ffn": "rayprune.methods.grain:HeadFFNMethod",
+    "grain": "rayprune.methods.structured.grain:GrainMethod",
+    "head_ffn": "rayprune.methods.structured.grain:HeadFFNMethod",
 }
 _REGISTERED: dict[str, type[PruningMethod]] = {}
 

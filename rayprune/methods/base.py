@@ -14,7 +14,7 @@ Conventions every method shares (decided once, written in the README):
   forward pass always sees ``W * M``.  No forward hooks, no ``weight_orig``.
 * **Sparsity is measured** from the weights (``rayprune.measure``), never copied from a target.
 
-How the trial loop (``rayprune.trial``) drives a method, per training step::
+How the trial loop (``rayprune.training.loop``) drives a method, per training step::
 
     outputs = model(**batch)                      # hidden states if needs_hidden_states
     loss = method.task_loss(outputs, batch, teacher_outputs) or outputs.loss

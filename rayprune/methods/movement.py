@@ -27,7 +27,7 @@ Differences from the official code, forced by project-wide decisions:
 * The official scores share the weights' linear-decay learning-rate schedule and their gradient
   is clipped jointly with the weights'; ours use a constant ``score_learning_rate``, and their
   gradient is ``grad * W`` with ``grad`` as the trial hands it to ``after_backward`` (clipped to
-  ``max_grad_norm`` by ``rayprune.trial`` when set), so clipping reaches them only through
+  ``max_grad_norm`` by ``rayprune.training.loop`` when set), so clipping reaches them only through
   ``grad`` (soft movement's penalty gradient is not clipped).
 
 **At fine-tuning budgets, prefer soft movement or a late one-shot schedule.**  Persistent masks

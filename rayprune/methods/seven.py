@@ -18,7 +18,7 @@ lower.  Masks are re-selected at every step of the window with one global thresh
 Our readings, where the official code and our interface differ (say so when comparing):
 
 * The statistics are read in ``after_backward``: task-loss gradients only, as the trial hands
-  them over (``rayprune.trial`` clips them to ``max_grad_norm`` first, when set), with the weights
+  them over (``rayprune.training.loop`` clips them to ``max_grad_norm`` first, when set), with the weights
   the forward used.  The official code reads them after ``optimizer.step()``, i.e. with ``W`` one
   optimizer step later; the difference is one learning-rate step.
 * The window is the run's schedule ramp (``schedule.steps``).  With ``interval > 1`` the statistics

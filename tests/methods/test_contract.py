@@ -1,7 +1,7 @@
 """The contract every registered pruning method keeps (STYLE §8), checked on a tiny BERT.
 
 Each method is driven through the hook order documented in ``rayprune/methods/base.py`` (the
-order ``rayprune.trial`` uses) for a few optimizer steps on a real batch, with a schedule that
+order ``rayprune.training.loop`` uses) for a few optimizer steps on a real batch, with a schedule that
 reaches ``FINAL_SPARSITY`` at the last step.  Every check is parametrized by method name, so a
 method whose module does not import (yet) fails under its own id instead of being skipped.
 

@@ -10,7 +10,7 @@ import torch
 from rayprune.data import DataSpec, load_task, tokenize_task
 from rayprune.methods import PruningMethod, register
 from rayprune.models import load_model_and_tokenizer
-from rayprune.trial import TrialConfig, TrialSettings, eval_steps, run_training
+from rayprune.training import TrialConfig, TrialSettings, eval_steps, run_training
 
 from helpers import save_tiny_bert
 
@@ -154,7 +154,7 @@ def test_export_rebuilds_the_trained_model_from_its_checkpoint(tiny_dir, demo_da
     """load_trained (what `rayprune export` uses) must give back the trained weights without
     training anything again (RPP's mlm stage) and with the structure prepare made (GRAIN's
     factorised embeddings)."""
-    from rayprune.trial import load_trained
+    from rayprune.training import load_trained
 
     settings = settings_for(tiny_dir, steps=4, eval_interval=4, teacher_dir=tiny_dir)  # any dense model
     config = TrialConfig.from_flat({**flat, "target_sparsity": 0.5, "schedule.start": 0.0, "schedule.end": 0.5},

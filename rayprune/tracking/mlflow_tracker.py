@@ -1,7 +1,7 @@
 """MLflow tracking: the only module that imports mlflow (lazily).
 
 Trials never open the MLflow store (ECOSYSTEM.md pains 5 and 6): the driver logs everything
-through :class:`MLflowTrackingCallback`, a Ray Tune callback of ours.  Ray's own
+through :class:`~rayprune.tracking.callback.MLflowTrackingCallback`, a Ray Tune callback of ours.  Ray's own
 ``MLflowLoggerCallback`` has no parent-run option and issues one request per metric (pain 16),
 so this callback creates one *parent* run per search and one *child* run per trial (the
 ``mlflow.parentRunId`` tag, accepted by ``MlflowClient.create_run`` without an ACTIVE check) and
@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ray.tune import Callback
+from rayprune.tracking.base import register_active_tracker
 
-__all__ = ["default_tracking_uri", "SearchTracker", "MLflowTrackingCallback", "flat_params"]
+__all__ = ["default_tracking_uri", "SearchTracker", "flat_params"]
 
 # Metrics worth a per-evaluation curve in the UI (few per child, ECOSYSTEM pain 13).
 _LOGGED_METRIC_PREFIXES = (
@@ -95,7 +95,7 @@ class SearchTracker:
         self.trials_seen = 0
         self._state_file = state_file
         self._save()
-        _ACTIVE_TRACKERS[_key(search_dir)] = self
+        register_active_tracker(search_dir, self)
 
     def _save(self) -> None:
         self._state_file.write_text(json.dumps({
@@ -190,68 +190,3 @@ class SearchTracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_run_id, status=status)
-
-
-# The driver's live tracker per search directory, so that a callback unpickled by
-# ``Tuner.restore`` uses it instead of a stale copy.
-_ACTIVE_TRACKERS: dict[str, SearchTracker] = {}
-
-
-def _key(search_dir) -> str:
-    return str(Path(search_dir).resolve())
-
-
-class MLflowTrackingCallback(Callback):
-    """Ray Tune callback (runs on the driver) mirroring every trial into a child MLflow run.
-
-    ``Tuner.restore`` does not take new callbacks: it unpickles the ones the search started with
-    (Ray supports only stateless callbacks across a restore, ECOSYSTEM pain 7).  So the pickle
-    holds no state, only how to find the tracker: the live one of this search directory when the
-    driver has made it (``run_search`` does before restoring), else one rebuilt from
-    ``tracking.json``.  Either way the trial -> run map is the current one, and a resumed trial
-    logs into its existing run.
-    """
-
-    def __init__(self, tracker: SearchTracker) -> None:
-        self.tracker = tracker
-
-    def __getstate__(self) -> dict:
-        return {"init_args": self.tracker.init_args}
-
-    def __setstate__(self, state: dict) -> None:
-        args = dict(state["init_args"])
-        live = _ACTIVE_TRACKERS.get(_key(args["search_dir"]))
-        if live is None:
-            args["search_dir"] = Path(args["search_dir"])
-            args["metric_names"] = set(args["metric_names"])
-            live = SearchTracker(**args)
-        self.tracker = live
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self.tracker.start_trial(trial.trial_id, trial.config)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.tracker.log_result(trial.trial_id, result, step=int(result.get("step", result.get("training_iteration", 0))))
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        last = trial.last_result or {}
-        full = float(last.get("budget_fraction", 0.0)) >= 1.0 - 1e-9
-        self.tracker.end_trial(
-            trial.trial_id,
-            "FINISHED" if full else "KILLED",
-            tags={"stopped_early": str(not full).lower()},
-        )
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self.tracker.end_trial(trial.trial_id, "FAILED", tags={"error": "true"})
-
-    def on_experiment_end(self, trials, **info):
-        """Called once when ``Tuner.fit`` ends, also after an interruption (Ctrl-C).  Trials that
-        never completed nor failed were cut off (``trial.status`` is no guide here: Ray's cleanup
-        may already have set it); their runs are marked KILLED with ``interrupted=true``, and a
-        resumed search sets them RUNNING again."""
-        tracker = self.tracker
-        tracker.trials_seen = len(trials)
-        tracker.unfinished_trials = [t.trial_id for t in trials if t.trial_id not in tracker.ended_trials]
-        for trial_id in tracker.unfinished_trials:
-            tracker.end_trial(trial_id, "KILLED", tags={"interrupted": "true"})

@@ -8,8 +8,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from rayprune.search import _searcher, write_pareto
-from rayprune.search_space import parse_spec
+from rayprune.search.results import write_pareto
+from rayprune.search.searcher import create_searcher
+from rayprune.config import parse_spec
 
 SPACE = {
     "model": "bundled:minilm-l6",
@@ -24,7 +25,7 @@ SPACE = {
 
 def test_scheduler_stopped_trials_are_told_pruned_and_full_ones_complete():
     spec = parse_spec(SPACE, path="s.yaml")
-    limiter = _searcher(spec)
+    limiter = create_searcher(spec)
     searcher = limiter.searcher
     first = limiter.suggest("t1")
     assert first["method"] == "magnitude" and first["target_sparsity"] == 0.8  # paper default first

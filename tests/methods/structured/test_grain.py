@@ -14,9 +14,9 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from rayprune.methods import SparsitySchedule, TrainingContext, get_method
-from rayprune.methods.grain import GrainMethod, HeadFFNMethod
+from rayprune.methods.structured.grain import GrainMethod, HeadFFNMethod
 from rayprune.models import encoder_parameters, prunable_targets
-from rayprune.structured import read_pruned_layout, shrink_model
+from rayprune.methods.structured.models import read_pruned_layout, shrink_model
 
 HEADS, HEAD, D, FFN = 4, 8, 32, 64
 Q_COST, V_COST, F_COST = 2 * D + 2, 2 * D + 1, 2 * D + 1
@@ -509,7 +509,7 @@ def test_finalize_returns_a_smaller_model_with_the_same_outputs():
 def test_embedding_factorisation_before_training_and_in_the_export():
     """embedding_rank r: prepare swaps the word table for its rank-r SVD factors (so the trial's
     optimizer, built after prepare, trains them), and the export keeps them."""
-    from rayprune.structured import FactorizedEmbedding
+    from rayprune.methods.structured.models import FactorizedEmbedding
 
     dense = tiny_bert()
     full = sum(p.numel() for p in dense.parameters())

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from rayprune.search_space import SpecError
-from rayprune.trial import TrialConfig, TrialSettings, run_training
+from rayprune.errors import SpecError
+from rayprune.training import TrialConfig, TrialSettings, run_training
 
 __all__ = ["train_from_config"]
 

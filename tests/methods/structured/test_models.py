@@ -1,4 +1,4 @@
-"""The physically smaller BERT (rayprune.structured) against the masked model it comes from.
+"""The physically smaller BERT (rayprune.methods.structured.models) against the masked model it comes from.
 
 Tiny model: hidden d = 32, 4 heads of 8, FFN 64, 2 layers, every parameter random (no exact
 zeros), then units zeroed by hand.
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
-from rayprune.structured import (
+from rayprune.methods.structured.models import (
     FactorizedEmbedding,
     PrunedBertConfig,
     PrunedBertForSequenceClassification,

@@ -16,7 +16,7 @@ import pytest
 from ray.tune.execution.tune_controller import TuneController
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from rayprune.schedulers import SCHEDULER_KINDS, MultiObjectiveASHA, create_scheduler
+from rayprune.search.schedulers import SCHEDULER_KINDS, MultiObjectiveASHA, create_scheduler
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 NAMES = ("accuracy", "sparsity")

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 from mlflow.tracking import MlflowClient
 
 from rayprune import tracking
-from rayprune.tracking import MLflowTrackingCallback, SearchTracker, default_tracking_uri
+from rayprune.tracking.callback import MLflowTrackingCallback
+from rayprune.tracking.mlflow_tracker import SearchTracker, default_tracking_uri
 
 
 def make_tracker(search_dir) -> SearchTracker:

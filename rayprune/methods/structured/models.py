@@ -1,7 +1,7 @@
 """A physically smaller BERT: the export format of structured pruning (GRAIN, heads+FFN).
 
 A structured method prunes *units* of a ``BertForSequenceClassification`` by zeroing them in place
-(``rayprune.methods.grain``).  :func:`shrink_model` reads which units are gone from those zeros and
+(``rayprune.methods.structured.grain``).  :func:`shrink_model` reads which units are gone from those zeros and
 copies the kept rows and columns into a :class:`PrunedBertForSequenceClassification`, whose
 matrices have the pruned sizes:
 
@@ -18,8 +18,8 @@ The layout is recorded in :class:`PrunedBertConfig` (``pruned_layout``), so the 
 
 Example::
 
-    import rayprune.structured                  # registers "rayprune_pruned_bert"
-    small = rayprune.structured.shrink_model(masked_bert)
+    import rayprune.methods.structured.models   # registers "rayprune_pruned_bert"
+    small = rayprune.methods.structured.models.shrink_model(masked_bert)
     small.save_pretrained("out")
     again = AutoModelForSequenceClassification.from_pretrained("out")
 

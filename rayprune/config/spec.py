@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from rayprune.errors import SpecError
 from rayprune.methods import available_methods, get_method
 from rayprune.methods.schedules import SCHEDULE_KINDS, SparsitySchedule
 
@@ -48,10 +49,6 @@ TRAINING_KEYS: dict[str, type] = {
     "seed": int,
 }
 SCHEDULE_FIELDS = ("kind", "start", "end", "interval", "initial_sparsity")
-
-
-class SpecError(ValueError):
-    """A user mistake in a search-space file; the message says file, key and what is allowed."""
 
 
 @dataclass(frozen=True)

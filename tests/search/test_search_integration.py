@@ -110,8 +110,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def finished_search(ray_cluster, tiny_dir, tmp_path_factory):
     """One real search on the two-node cluster with the default SQLite MLflow store."""
-    from rayprune.search import prepare_search, run_search
-    from rayprune.search_space import load_spec
+    from rayprune.search.driver import run_search
+    from rayprune.search.preflight import prepare_search
+    from rayprune.config import load_spec
 
     root = tmp_path_factory.mktemp("search")
     spec = load_spec(write_space(root / "space.yaml", tiny_dir, name="it"))
@@ -139,7 +140,7 @@ def test_trials_ran_on_both_nodes_and_results_are_in_ray_storage(finished_search
 def test_mlflow_holds_parent_and_child_runs_with_final_metrics(finished_search):
     from mlflow.tracking import MlflowClient
 
-    from rayprune.tracking import default_tracking_uri
+    from rayprune.tracking.mlflow_tracker import default_tracking_uri
 
     summary, search_dir = finished_search
     client = MlflowClient(default_tracking_uri(search_dir))
@@ -248,8 +249,9 @@ def mlflow_server(tmp_path):
 def test_search_logs_to_a_real_mlflow_server(ray_cluster, tiny_dir, mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from rayprune.search import prepare_search, run_search
-    from rayprune.search_space import load_spec
+    from rayprune.search.driver import run_search
+    from rayprune.search.preflight import prepare_search
+    from rayprune.config import load_spec
 
     spec = load_spec(write_space(tmp_path / "space.yaml", tiny_dir, name="served", num_samples=2, scheduler="fifo"))
     prepared = prepare_search(spec, output=tmp_path / "runs", data_dir=str(GLUE_DIR))
@@ -270,9 +272,10 @@ def test_a_crashing_trial_loses_nothing_of_the_others(ray_cluster, tiny_dir, tmp
     Ray's storage, in MLflow and in the Pareto front."""
     from mlflow.tracking import MlflowClient
 
-    from rayprune.search import prepare_search, run_search
-    from rayprune.search_space import load_spec
-    from rayprune.tracking import default_tracking_uri
+    from rayprune.search.driver import run_search
+    from rayprune.search.preflight import prepare_search
+    from rayprune.config import load_spec
+    from rayprune.tracking.mlflow_tracker import default_tracking_uri
 
     path = write_space(tmp_path / "space.yaml", tiny_dir, name="crash", num_samples=2, scheduler="fifo")
     raw = yaml.safe_load(path.read_text())
@@ -306,9 +309,10 @@ def test_grain_search_trains_one_teacher_and_exports_a_smaller_model(ray_cluster
     from transformers import AutoModelForSequenceClassification
 
     import rayprune  # noqa: F401  (registers the pruned model classes)
-    from rayprune.search import prepare_search, run_search
-    from rayprune.search_space import load_spec
-    from rayprune.trial import TrialConfig, TrialSettings, load_trained
+    from rayprune.search.driver import run_search
+    from rayprune.search.preflight import prepare_search
+    from rayprune.config import load_spec
+    from rayprune.training import TrialConfig, TrialSettings, load_trained
 
     path = write_space(tmp_path / "space.yaml", tiny_dir, name="grain", num_samples=2, scheduler="fifo")
     raw = yaml.safe_load(path.read_text())
@@ -371,7 +375,7 @@ def test_interrupted_search_resumes_from_checkpoints(ray_cluster, tiny_dir, tmp_
     from mlflow.tracking import MlflowClient
     from ray.tune import ExperimentAnalysis
 
-    from rayprune.tracking import default_tracking_uri
+    from rayprune.tracking.mlflow_tracker import default_tracking_uri
 
     path = write_space(tmp_path / "space.yaml", tiny_dir, name="resume", num_samples=3, scheduler="fifo")
     raw = yaml.safe_load(path.read_text())

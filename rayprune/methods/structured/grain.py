@@ -50,11 +50,11 @@ hidden-state projections, (d² + d) floats per matched hidden state (7 × 590k f
 their optimizer state.
 
 **Export**: :meth:`finalize` returns a physically smaller model
-(:func:`rayprune.structured.shrink_model`), whose state-dict keys are BERT's with smaller shapes.
+(:func:`rayprune.methods.structured.models.shrink_model`), whose state-dict keys are BERT's with smaller shapes.
 
 **Embedding factorisation** (SPEC §3.4, "EF"): with ``embedding_rank`` r > 0, :meth:`prepare`
 replaces the word embedding by its truncated SVD, E ~ (U_r S_r)·V_r^T, before training
-(:func:`rayprune.structured.factorize_word_embeddings`); both factors train with the model and
+(:func:`rayprune.methods.structured.models.factorize_word_embeddings`); both factors train with the model and
 the export keeps them (the paper uses r = 192 on BERT-base).  The default, 0, is the paper's
 "GRAIN w/o EF" variant, which its ablations report; embeddings are outside the encoder, so EF does
 not change the density that the schedule counts, only the total parameter count.
@@ -312,7 +312,7 @@ class GrainMethod(PruningMethod):
         self._build_projections(model, device)
         if self.options.embedding_rank:
             # Before the trial builds its optimizer, so the optimizer trains the two factors.
-            from rayprune.structured import factorize_word_embeddings
+            from rayprune.methods.structured.models import factorize_word_embeddings
 
             factorize_word_embeddings(model, self.options.embedding_rank)
 
@@ -491,10 +491,10 @@ class GrainMethod(PruningMethod):
 
     def finalize(self) -> nn.Module:
         """Bake the masks and return a physically smaller model
-        (:class:`rayprune.structured.PrunedBertForSequenceClassification`).  Models that
-        :func:`~rayprune.structured.shrink_model` cannot rebuild (not a
+        (:class:`rayprune.methods.structured.models.PrunedBertForSequenceClassification`).  Models that
+        :func:`~rayprune.methods.structured.models.shrink_model` cannot rebuild (not a
         ``BertForSequenceClassification``) are returned masked in place, with a warning."""
-        from rayprune.structured import shrink_model
+        from rayprune.methods.structured.models import shrink_model
 
         self.apply_masks()
         model = self.model

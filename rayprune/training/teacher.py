@@ -23,7 +23,7 @@ def ensure_teacher(search_dir: Path, settings, data, *, model: str | None = None
 
     Args:
         search_dir: the search's output directory (the cache lives in ``teacher/``).
-        settings: the search's :class:`~rayprune.trial.TrialSettings` (model, budget).
+        settings: the search's :class:`~rayprune.training.TrialSettings` (model, budget).
         data: the tokenised task.
         model: a user-given teacher (path or id): returned unchanged, nothing is trained.
         steps / learning_rate: the teacher's own budget (default: the trials' budget).
@@ -33,7 +33,7 @@ def ensure_teacher(search_dir: Path, settings, data, *, model: str | None = None
     out = Path(search_dir) / "teacher"
     if (out / "config.json").exists() and (out / "teacher.json").exists():
         return str(out.resolve())
-    from rayprune.trial import TrialConfig, TrialSettings, evaluate, run_training
+    from rayprune.training import TrialConfig, TrialSettings, evaluate, run_training
 
     teacher_settings: TrialSettings = dataclasses.replace(
         settings, steps=steps or settings.steps, eval_interval=steps or settings.steps, teacher_dir=None,

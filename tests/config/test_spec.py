@@ -9,9 +9,10 @@ import optuna
 import pytest
 import yaml
 
-from rayprune.search_space import Distribution, SpecError, define_by_run, load_spec, parse_spec
+from rayprune.config import Distribution, define_by_run, load_spec, parse_spec
+from rayprune.errors import SpecError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 BASE = {
     "model": "bundled:minilm-l6",
@@ -120,7 +121,7 @@ def test_shipped_json_schema_is_current_and_accepts_every_space():
 
     import jsonschema
 
-    from rayprune.search_space import json_schema
+    from rayprune.config import json_schema
 
     schema = json_schema()
     assert json.loads((REPO / "search_spaces" / "schema.json").read_text()) == schema, (

@@ -6,8 +6,8 @@ import pytest
 
 from rayprune.data import DataSpec, load_task, tokenize_task
 from rayprune.models import load_model_and_tokenizer
-from rayprune.teacher import ensure_teacher
-from rayprune.trial import TrialSettings
+from rayprune.training.teacher import ensure_teacher
+from rayprune.training import TrialSettings
 
 from helpers import save_tiny_bert
 

@@ -1,0 +1,114 @@
+"""A trial's configuration: what every trial of a search shares (:class:`TrialSettings`) and
+what Optuna chose for this one (:class:`TrialConfig`), plus the method and schedule built from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from rayprune.methods import PruningMethod, SparsitySchedule, get_method
+
+__all__ = ["TrialSettings", "TrialConfig", "eval_steps", "build_method"]
+
+
+@dataclass
+class TrialSettings:
+    """What every trial of a search shares (not searched): model, budget, objective metric.
+
+    Attributes:
+        model: model id/path/bundled name.
+        metric: the objective metric (a key of the task's metrics).
+        steps: optimizer steps per trial (from ``training.steps`` or epochs).
+        batch_size / eval_batch_size / eval_interval: as in the YAML ``training`` section.
+        learning_rate / weight_decay / warmup_ratio / max_grad_norm / seed: defaults that the
+            space may override per trial.
+        teacher_dir: dense fine-tuned teacher for methods with ``needs_teacher``.
+        threads: torch intra-op threads in the trial (default: the trial's CPU count).
+        checkpoint_every: checkpoint every N-th evaluation (and always at the end).
+    """
+
+    model: str
+    metric: str
+    steps: int
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    eval_interval: int = 50
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    teacher_dir: str | None = None
+    threads: int | None = None
+    checkpoint_every: int = 1
+
+    @property
+    def num_evals(self) -> int:
+        """Reports per full trial: every ``eval_interval`` steps and at the last step."""
+        return len(eval_steps(self.steps, self.eval_interval))
+
+
+def eval_steps(total: int, interval: int) -> list[int]:
+    """1-based step counts after which the trial evaluates."""
+    steps = list(range(interval, total + 1, interval))
+    if not steps or steps[-1] != total:
+        steps.append(total)
+    return steps
+
+
+@dataclass
+class TrialConfig:
+    """One trial's searched configuration, parsed from Tune's flat config dict.
+
+    ``method`` None means dense fine-tuning (the teacher, the dense reference)."""
+
+    method: str | None
+    target_sparsity: float
+    learning_rate: float
+    weight_decay: float
+    warmup_ratio: float
+    batch_size: int
+    seed: int
+    schedule: dict
+    method_options: dict
+    flat: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_flat(cls, config: Mapping[str, Any], settings: TrialSettings) -> "TrialConfig":
+        method = config.get("method")
+        schedule, options = {}, {}
+        for key, value in config.items():
+            scope, _, name = key.partition(".")
+            if not name:
+                continue
+            if scope == "schedule":
+                schedule[name] = value
+            elif scope == method:
+                options[name] = value
+            else:
+                raise ValueError(f"config key {key!r} does not belong to method {method!r}")
+        return cls(
+            method=method,
+            target_sparsity=float(config.get("target_sparsity", 0.0)),
+            learning_rate=float(config.get("learning_rate", settings.learning_rate)),
+            weight_decay=float(config.get("weight_decay", settings.weight_decay)),
+            warmup_ratio=float(config.get("warmup_ratio", settings.warmup_ratio)),
+            batch_size=int(config.get("batch_size", settings.batch_size)),
+            seed=int(config.get("seed", settings.seed)),
+            schedule=schedule,
+            method_options=options,
+            flat=dict(config),
+        )
+
+
+def build_method(config: TrialConfig) -> tuple[PruningMethod | None, SparsitySchedule | None]:
+    """Instantiate the configured method and its schedule (method defaults < config)."""
+    if config.method is None:
+        return None, None
+    cls = get_method(config.method)
+    method = cls(**config.method_options)
+    schedule = SparsitySchedule(
+        final_sparsity=config.target_sparsity,
+        **{**dict(cls.schedule_defaults), **config.schedule},
+    )
+    return method, schedule
