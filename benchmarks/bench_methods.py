@@ -31,6 +31,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a searched value for every method run (YAML value), e.g. "
                              "--set schedule.kind=constant; repeatable")
+    parser.add_argument("--eval-interval", type=int,
+                        help="also evaluate every this many steps; the rows then carry a 'curve' "
+                             "(accuracy, train loss, method diagnostics per evaluation)")
     parser.add_argument("--out")
     args = parser.parse_args()
     overrides = {}
@@ -40,7 +43,8 @@ def main() -> None:
             parser.error(f"--set {item!r}: expected KEY=VALUE")
         overrides[key] = yaml.safe_load(value)
     data = load_sst2_for(args)
-    common = dict(data=data, model=args.model, steps=args.steps, batch_size=args.batch_size, threads=args.threads)
+    common = dict(data=data, model=args.model, steps=args.steps, batch_size=args.batch_size, threads=args.threads,
+                  eval_interval=args.eval_interval)
     sparsities = [float(x) for x in args.sparsities.split(",")]
     rows = []
     if args.baseline and Path(args.baseline).exists():

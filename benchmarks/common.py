@@ -53,8 +53,15 @@ def run_one(flat_config: dict, *, data, model: str, steps: int, batch_size: int,
                              eval_interval=eval_interval or steps, threads=threads, teacher_dir=teacher_dir,
                              learning_rate=flat_config.get("learning_rate", 5e-5))
     config = TrialConfig.from_flat(flat_config, settings)
+    curve = []  # one entry per evaluation: how accuracy, loss and the method's numbers evolved
+
+    def record(metrics: dict, _save) -> None:
+        curve.append({k: v for k, v in metrics.items()
+                      if k in ("step", "accuracy", "train_loss", "sparsity", "scheduled_sparsity")
+                      or k.startswith("method/")})
+
     t0 = time.perf_counter()
-    _, _, metrics = run_training(config, settings, data)
+    _, _, metrics = run_training(config, settings, data, report=record)
     return {
         "method": flat_config.get("method") or "dense",
         "target_sparsity": flat_config.get("target_sparsity", 0.0),
@@ -66,6 +73,7 @@ def run_one(flat_config: dict, *, data, model: str, steps: int, batch_size: int,
         "config": dict(flat_config),
         # How the method got there (e.g. RPP: prox zeros vs magnitude top-up).
         **{k: v for k, v in metrics.items() if k.startswith("method/")},
+        **({"curve": curve} if len(curve) > 1 else {}),
     }
 
 

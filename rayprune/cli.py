@@ -4,9 +4,10 @@
     rayprune methods
     rayprune schema
     rayprune pareto <search-dir>
-    rayprune export <search-dir> --out DIR [--top K]
+    rayprune export <search-dir> --out DIR [--top K] [--force]
     rayprune train --config config.yaml [--out DIR]
     rayprune ui <search-dir>
+    rayprune sync <search-dir> [--tracking-uri URI]
 
 User mistakes (bad YAML, unknown keys, missing data) print one ``error:`` line and exit 2,
 without a traceback.
@@ -19,6 +20,7 @@ import dataclasses
 import json
 import os
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -34,6 +36,7 @@ def _offline_defaults() -> None:
 
 
 def cmd_methods(args) -> int:
+    from rayprune.config.fields import describe_bounds
     from rayprune.methods import available_methods, get_method
 
     for name in available_methods():
@@ -51,51 +54,84 @@ def cmd_methods(args) -> int:
         for f in cls.option_fields():
             default = f.default if f.default is not dataclasses.MISSING else "(required)"
             help_text = (f.metadata or {}).get("help", "")
-            print(f"{'':16s}{name}.{f.name} = {default!r}  {help_text}")
+            bounds = describe_bounds(f.metadata or {})
+            print(f"{'':16s}{name}.{f.name} = {default!r}  {help_text}" + (f" [{bounds}]" if bounds else ""))
     return 0
 
 
 def cmd_schema(args) -> int:
-    from rayprune.config import json_schema
+    if args.generate:
+        from rayprune.config import json_schema
 
-    print(json.dumps(json_schema(), indent=1))
+        print(json.dumps(json_schema(), indent=1, ensure_ascii=False))
+    else:
+        from rayprune.config import packaged_schema
+
+        print(packaged_schema(), end="")
     return 0
 
 
 def cmd_search(args) -> int:
-    from rayprune.search.driver import run_search
-    from rayprune.search.preflight import prepare_search
     from rayprune.config import load_spec
 
-    spec = load_spec(args.space)
+    spec = load_spec(args.space)  # a malformed file is reported before torch or ray load
+    from rayprune.search.driver import run_search
+    from rayprune.search.preflight import prepare_search
+
     data_dir = args.data_dir or os.environ.get("RAYPRUNE_DATA_DIR")
-    prepared = prepare_search(spec, output=args.output, data_dir=data_dir)
+    trainable = None
+    if args.replay:  # recorded curves stand in for training: no model or data is loaded
+        from rayprune.search.replay import prepare_replay, replay_trainable
+
+        prepared = prepare_replay(spec, args.replay, output=args.output, time_scale=args.replay_time_scale)
+        trainable = replay_trainable
+    else:
+        prepared = prepare_search(spec, output=args.output, data_dir=data_dir)
     s, d = prepared.settings, prepared.data_info
     print(f"space      {spec.path} ({len(spec.searched())} searched, {len(spec.constants())} fixed)")
     print(f"model      {spec.model}")
-    print(f"task       {d['task']}: {d['train_examples']} train / {d['selection_examples']} selection / "
-          f"{d['eval_examples']} eval examples, max_seq_length {d['max_seq_length']}")
+    if args.replay:
+        print(f"replay     {d['replay_table']} (recorded {d['task']}: {d['train_examples']} train / "
+              f"{d['eval_examples']} eval examples; floor {d['floor']:.4f}, reference {d['reference']}), "
+              f"recorded seconds x {args.replay_time_scale:g}")
+    else:
+        print(f"task       {d['task']}: {d['train_examples']} train / {d['selection_examples']} selection / "
+              f"{d['eval_examples']} eval examples, max_seq_length {d['max_seq_length']}")
     print(f"objectives {spec.objectives}")
     print(f"budget     {spec.num_samples} trials x {s.steps} steps, evaluation every {s.eval_interval} steps, "
           f"{spec.max_concurrent} at once, {spec.cpu:g} CPU / {spec.gpu:g} GPU each")
-    print(f"scheduler  {spec.scheduler['kind']} (grace {spec.scheduler['grace_period']} evaluations, "
-          f"reduction {spec.scheduler['reduction_factor']}); search {spec.algorithm} seed {spec.seed}")
+    print(f"scheduler  {spec.scheduler.kind} (grace {spec.scheduler.grace_period} evaluations, "
+          f"reduction {spec.scheduler.reduction_factor:g}); search {spec.algorithm} seed {spec.seed}")
+    if not args.replay:
+        print(f"reference  {_describe_reference(spec, s)}")
+    from rayprune.search.criteria import objective_options
+
+    objective = objective_options(spec)
+    limits = {k: v for k, v in {**objective["constraints"], "min_metric": objective["min_metric"],
+                                "objective.min_retained": objective["min_retained"]}.items() if v is not None}
+    print("judged by  the floor (best constant predictor)" + "".join(f", {k} {v:g}" for k, v in limits.items()))
     for key, value in spec.space.items():
         print(f"  {key:34s} {value.describe() if hasattr(value, 'describe') else repr(value)}")
     print(f"output     {prepared.search_dir}")
     if args.dry_run:
         print("dry run: space, model, tokenizer and data resolve; no trial started")
         return 0
-    summary = run_search(prepared, tracking_uri=args.tracking_uri, address=args.address,
-                         resume=args.resume, verbose=args.verbose)
-    _print_front(s.metric, summary["front"], summary["hypervolume"])
-    print(f"\nresults in {summary['search_dir']} ({summary['errors']} errored trials)")
+    summary = run_search(prepared, tracking_uri=args.tracking_uri, address=args.address, storage=args.storage,
+                         resume=args.resume, verbose=args.verbose, trainable=trainable)
+    _print_front(s.metric, summary["front"], summary["hypervolume"], summary["search_dir"])
+    verdicts = summary["verdicts"]
+    print(f"\nresults in {summary['search_dir']} ({verdicts['failed']} failed trials: errored, non-finite or "
+          f"far below their target sparsity; {verdicts['collapsed']} collapsed; {verdicts['infeasible']} infeasible)")
     if summary.get("interrupted"):
         again = ["rayprune", "search", "--space", args.space, "--output", args.output, "--resume"]
         if args.data_dir:
             again += ["--data-dir", args.data_dir]
+        if args.replay:
+            again += ["--replay", args.replay, "--replay-time-scale", str(args.replay_time_scale)]
         if args.address:
             again += ["--address", args.address]
+        if args.storage:
+            again += ["--storage", args.storage]
         if args.tracking_uri:
             again += ["--tracking-uri", args.tracking_uri]
         print("interrupted: the front above covers the trials that finished so far; unfinished "
@@ -107,14 +143,31 @@ def cmd_search(args) -> int:
     return 0
 
 
-def _print_front(metric: str, front: list[dict], hypervolume: float) -> None:
-    print(f"\nPareto front (trials that ran their full budget), hypervolume {hypervolume:.4f}")
+def _describe_reference(spec, settings) -> str:
+    """The dense reference as the search will get it: none, a given model, or its resolved budget."""
+    if spec.reference is None:
+        return "none (reference: none)"
+    if spec.reference.model:
+        return f"{spec.reference.model} (given: evaluated, not trained)"
+    steps, learning_rate = spec.reference.budget(settings.steps, settings.learning_rate)
+    return f"dense fine-tune of {spec.model}: {steps} steps at learning rate {learning_rate:g}"
+
+
+def _print_front(metric: str, front: list[dict], hypervolume: float, search_dir) -> None:
+    from rayprune.search.results import front_report
+
+    print(f"\nPareto front (full-budget trials clearly above the floor, within the constraints), "
+          f"hypervolume {hypervolume:.4f}")
     print(f"{'trial':<14} {'method':<14} {'target':>7} {'sparsity':>9} {metric:>22}")
     for r in front:
         print(f"{r['trial_id']:<14} {r['method']:<14} {float(r['target_sparsity']):>7.3f} "
               f"{float(r['sparsity']):>9.4f} {float(r[metric]):>22.4f}")
     if not front:
-        print("(empty: no trial ran its full budget)")
+        print("(empty: no full-budget trial clearly above the floor and within the constraints)")
+    pareto_file = Path(search_dir) / "pareto.json"
+    if pareto_file.exists():  # the reference, floor, constraints and the trials kept off the front
+        for line in front_report(json.loads(pareto_file.read_text())):
+            print(line)
 
 
 def cmd_pareto(args) -> int:
@@ -125,14 +178,14 @@ def cmd_pareto(args) -> int:
     if args.json:
         print(json.dumps(pareto, indent=1, default=str))
     else:
-        _print_front(meta["settings"]["metric"], front, pareto["hypervolume"])
+        _print_front(meta["settings"]["metric"], front, pareto["hypervolume"], args.search_dir)
     return 0
 
 
 def cmd_export(args) -> int:
     from rayprune.export import export_search
 
-    export_search(args.search_dir, args.out, top=args.top)
+    export_search(args.search_dir, args.out, top=args.top, force=args.force)
     return 0
 
 
@@ -149,15 +202,55 @@ def cmd_ui(args) -> int:
 
     from rayprune.search.results import load_search_dir
     from rayprune.tracking.mlflow_tracker import default_tracking_uri
+    from rayprune.tracking.ui import ui_links, ui_server_command
 
     search_dir = Path(args.search_dir).resolve()
     load_search_dir(search_dir)
     uri = default_tracking_uri(search_dir)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-           "--default-artifact-root", (search_dir / "mlartifacts").as_uri(),
-           "--host", args.host, "--port", str(args.port)]
+    # Serves the directory's store and, as a proxy, its artifacts: a copied or moved search opens with them.
+    cmd = ui_server_command(search_dir, host=args.host, port=args.port)
+    if args.auth:
+        _require_mlflow_auth()
+        cmd += ["--app-name", "basic-auth"]
+    elif args.host not in _LOOPBACK_HOSTS:
+        print(f"warning: the MLflow UI on {args.host} has no authentication: anyone who can reach port "
+              f"{args.port} can read and change every run. Add --auth (MLflow's basic-auth app, "
+              f"`mlflow server --app-name basic-auth`; needs `pip install 'mlflow[auth]'`), or keep "
+              f"--host 127.0.0.1 and tunnel (ssh -L {args.port}:127.0.0.1:{args.port} ...)", file=sys.stderr)
     print(f"MLflow UI on http://{args.host}:{args.port}  (store {uri}); Ctrl-C to stop")
+    shown_host = socket.getfqdn() if args.host in ("0.0.0.0", "::") else args.host
+    links = ui_links(search_dir, f"http://{shown_host}:{args.port}")
+    for key, label in (("runs", "runs table"), ("front", "the front (tags.pareto = 'true')"),
+                       ("parent", "the search's run (its description summarises the search)")):
+        if key in links:
+            print(f"  {label + ':':<58} {links[key]}")
     return subprocess.call(cmd)
+
+
+def cmd_sync(args) -> int:
+    from rayprune.tracking.mlflow_tracker import sync_search_dir
+    from rayprune.tracking.uris import redact_uri
+
+    sent, left = sync_search_dir(args.search_dir, args.tracking_uri)
+    where = redact_uri(args.tracking_uri) if args.tracking_uri else "the search's tracking store"
+    if left:
+        print(f"{sent} tracking records sent to {where}; {left} still pending (MLflow stopped answering)",
+              file=sys.stderr)
+        return 1
+    print(f"{sent} tracking records sent to {where}; nothing pending" if sent else "nothing pending")
+    return 0
+
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _require_mlflow_auth() -> None:
+    from rayprune.errors import SpecError
+
+    try:
+        import flask_wtf  # noqa: F401  (MLflow's basic-auth app needs it for CSRF checks)
+    except ImportError:
+        raise SpecError("--auth: MLflow's basic-auth app needs Flask-WTF: pip install 'mlflow[auth]'") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,9 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="local GLUE directory (default $RAYPRUNE_DATA_DIR, else the HF hub)")
     p.add_argument("--output", default="rayprune_runs", help="parent of the search directory")
     p.add_argument("--tracking-uri", help="MLflow server URI (default: sqlite file in the search dir)")
-    p.add_argument("--address", help="Ray cluster address (default: start Ray in-process)")
+    p.add_argument("--address", help="Ray cluster to attach to: auto, HOST:PORT or ray://HOST:PORT "
+                   "(default: start Ray in-process); token auth: RAY_AUTH_TOKEN or ~/.ray/auth_token")
+    p.add_argument("--storage", help="Ray Tune storage for results and checkpoints: s3://..., gs://..., "
+                   "file:///... or a path every node mounts (default: <output>/<name>/ray; overrides `storage:`)")
     p.add_argument("--resume", action="store_true", help="resume an interrupted search")
     p.add_argument("--dry-run", action="store_true", help="validate and preflight only")
+    p.add_argument("--replay", metavar="TABLE",
+                   help="replay a recorded learning-curve table (benchmarks/curves/*.parquet) instead of "
+                        "training: the space must be a grid of the table; compares search settings in seconds")
+    p.add_argument("--replay-time-scale", type=float, default=0.01, metavar="X",
+                   help="with --replay: each report waits its recorded seconds times X (default 0.01)")
     p.add_argument("-v", "--verbose", type=int, default=1, help="0 quiet, 1 live table, 2 trial logs")
     p.set_defaults(func=cmd_search)
 
@@ -179,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the search-space file")
+    p.add_argument("--generate", action="store_true",
+                   help="build it from the dataclasses and the method registry instead of printing the shipped copy")
     p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser("pareto", help="print a search's Pareto front")
@@ -190,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("search_dir")
     p.add_argument("--out", required=True)
     p.add_argument("--top", type=int, help="export the K best by the objective instead of the front")
+    p.add_argument("--force", action="store_true",
+                   help="export into a non-empty --out, replacing only what an earlier export wrote there")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="re-run one exported config without a search")
@@ -200,9 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ui", help="start the MLflow UI on a search's store")
     p.add_argument("search_dir")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every one; use --auth)")
+    p.add_argument("--auth", action="store_true", help="MLflow's basic-auth app (users and passwords)")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("sync", help="send what a tracking outage kept in a search directory to MLflow")
+    p.add_argument("search_dir")
+    p.add_argument("--tracking-uri", help="MLflow URI (default: the one the search used; give it again if it "
+                                          "had credentials)")
+    p.set_defaults(func=cmd_sync)
     return parser
 
 

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 __all__ = ["SpecError"]
 
+# Control characters (a newline in a YAML key, a tab in a value) are shown escaped, so that the
+# message stays one line whatever the user wrote.
+_ESCAPES = {i: f"\\x{i:02x}" for i in range(32)} | {ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t", 127: "\\x7f"}
+
 
 class SpecError(ValueError):
-    """A user mistake; the message says file, key and what is allowed."""
+    """A user mistake; the message (always one line) says file, key and what is allowed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(str(message).translate(_ESCAPES))

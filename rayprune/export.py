@@ -6,11 +6,16 @@ For each exported trial, ``<out>/<rank>-<trial_id>/`` holds:
 * the pruned model in Hugging Face format (``save_pretrained``: safetensors, masks baked into
   zeros; structured methods save physically smaller matrices) plus the tokenizer;
 * ``README.md``: a short model card (task, metric, measured sparsity, the config).
+
+Each entry's ``rayprune.json`` lists the files the export wrote there, so ``--force`` replaces
+only those: an ``--out`` that is not empty is refused unless ``--force``, and even then the
+user's own files (beside the entries or inside them) stay untouched.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import yaml
@@ -37,30 +42,100 @@ def train_config_for(meta: dict, trial_config: dict) -> dict:
     }
 
 
-def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = None, log=print) -> list[Path]:
-    """Export the Pareto-optimal trials (or the ``top`` K by the objective) of a search."""
+EXPORTED_BY = "rayprune export"
+
+
+def _written_by_export(entry: Path) -> dict | None:
+    """The ``rayprune.json`` of an entry an earlier export wrote, else None."""
+    try:
+        info = json.loads((entry / "rayprune.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("exported_by") == EXPORTED_BY else None
+
+
+def _remove_export(entry: Path, info: dict) -> None:
+    """Remove what the export listed in ``entry`` (all of it if it never finished) and then
+    the directories left empty; files the user added there stay."""
+    files = info.get("files")
+    if files is None:  # created by an export that failed half-way: nothing in it is the user's
+        shutil.rmtree(entry)
+        return
+    for name in files:
+        (entry / name).unlink(missing_ok=True)
+    for directory in sorted((p for p in entry.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(directory.iterdir()):
+            directory.rmdir()
+    if not any(entry.iterdir()):
+        entry.rmdir()
+
+
+def _prepare_out(out: Path, names: list[str], *, force: bool) -> None:
+    """Make ``out`` ready for entries ``names``: refuse a non-empty directory unless ``force``,
+    then remove only what earlier exports wrote (each entry's ``rayprune.json`` lists its files).
+
+    Raises:
+        SpecError: ``out`` is a file; not empty without ``force``; or a new entry's name is taken
+            by something rayprune did not write.
+    """
+    if out.exists() and not out.is_dir():
+        raise SpecError(f"--out {out}: is a file, not a directory")
+    present = sorted(out.iterdir()) if out.exists() else []
+    if not present:
+        return
+    if not force:
+        shown = ", ".join(p.name for p in present[:5]) + (f" and {len(present) - 5} more" if len(present) > 5 else "")
+        raise SpecError(f"--out {out}: directory is not empty ({shown}); export into an empty or new "
+                        f"directory, or add --force to replace what an earlier rayprune export wrote there "
+                        f"(other files are kept)")
+    ours = {p: info for p in present if p.is_dir() and (info := _written_by_export(p)) is not None}
+    clashes = sorted(p.name for p in present if p.name in names and p not in ours)
+    if clashes:
+        raise SpecError(f"--out {out}: {', '.join(clashes)} exists and was not written by rayprune export; "
+                        f"move it away or export elsewhere")
+    for entry, info in ours.items():
+        _remove_export(entry, info)
+
+
+def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = None, force: bool = False,
+                  log=print) -> list[Path]:
+    """Export the Pareto-optimal trials (or the ``top`` K by the objective) of a search.
+
+    ``force`` allows a non-empty ``out`` and first removes what earlier exports wrote there
+    (listed in each entry's ``rayprune.json``); nothing else in ``out`` is touched.
+    """
     meta, rows, front = load_search_dir(search_dir)
     metric = meta["settings"]["metric"]
     if top is not None:
-        complete = [r for r in rows if r["status"] == "complete"]
-        chosen = sorted(complete, key=lambda r: float(r[metric]), reverse=True)[:top]
+        # Among full-budget trials judged ok only: collapsed (not above the floor), infeasible
+        # and failed ones are never exported.  Directories from before verdicts hold none.
+        usable = [r for r in rows if r["status"] == "complete" and r.get("verdict", "ok") == "ok"]
+        chosen = sorted(usable, key=lambda r: float(r[metric]), reverse=True)[:top]
     else:
         chosen = front
     if not chosen:
-        raise SpecError(f"{search_dir}: no trial ran its full budget; nothing to export")
+        raise SpecError(f"{search_dir}: no trial ran its full budget clearly above the floor and within the "
+                        f"constraints (see the verdict column of results.csv); nothing to export")
     settings = TrialSettings(**meta["settings"])
     out = Path(out)
+    _prepare_out(out, [f"{rank:02d}-{row['trial_id']}" for rank, row in enumerate(chosen, 1)], force=force)
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     # The pretrained model as the search started from it: its parameter count is the "dense" one
     # (a method's prepare may already change the structure, e.g. GRAIN's embedding factorisation).
+    remote_code = bool(meta["spec"].get("trust_remote_code", False))
     dense_model, tokenizer = load_model_and_tokenizer(
-        settings.model, num_labels=meta["data"]["num_labels"], is_regression=meta["data"]["is_regression"]
+        settings.model, num_labels=meta["data"]["num_labels"], is_regression=meta["data"]["is_regression"],
+        trust_remote_code=remote_code,
     )
     dense_params = measure.count_parameters(dense_model)
     del dense_model
     for rank, row in enumerate(chosen, 1):
         target = out / f"{rank:02d}-{row['trial_id']}"
         target.mkdir(parents=True, exist_ok=True)
+        users_files = {p for p in target.rglob("*") if p.is_file()}  # kept from an earlier entry
+        if not users_files:  # marked before it is filled: an entry that fails half-way is still ours
+            (target / "rayprune.json").write_text(json.dumps({"exported_by": EXPORTED_BY}))
         trial_config = json.loads(row["config"])
         config = TrialConfig.from_flat(trial_config, settings)
         if not row["checkpoint"] or not Path(row["checkpoint"]).exists():
@@ -79,13 +154,25 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
             "metric_value": float(row[metric]), "sparsity": sparsity, "sparsity_encoder": encoder_sparsity,
             "parameters": measure.count_parameters(model), "parameters_dense": dense_params,
             "nonzero_parameters": measure.count_parameters(model, nonzero=True),
+            "trust_remote_code": remote_code,
         }
-        (target / "rayprune.json").write_text(json.dumps(info, indent=1))
         (target / "README.md").write_text(_model_card(meta, info, trial_config))
+        # Last: the list of what this export wrote, all that a later --force may remove.
+        info["exported_by"] = EXPORTED_BY
+        info["files"] = sorted({str(p.relative_to(target)) for p in target.rglob("*")
+                                if p.is_file() and p not in users_files} | {"rayprune.json"})
+        (target / "rayprune.json").write_text(json.dumps(info, indent=1))
         log(f"exported {row['trial_id']} ({row['method']}, {metric}={float(row[metric]):.4f}, "
             f"sparsity={sparsity:.3f}) -> {target}")
         written.append(target)
     return written
+
+
+def _remote_code_note(info: dict) -> str:
+    if not info.get("trust_remote_code"):
+        return ""
+    return ("\n\n**The search ran with `trust_remote_code: true`**: the model's own Python code was "
+            "executed; loading it needs `trust_remote_code=True` too, so read that code first.")
 
 
 def _model_card(meta: dict, info: dict, trial_config: dict) -> str:
@@ -106,6 +193,8 @@ Exported by rayprune from trial `{info['trial_id']}`.
 | parameters (dense) | {info['parameters_dense']:,} |
 | parameters stored | {info['parameters']:,} |
 | non-zero parameters | {info['nonzero_parameters']:,} |
+
+Weights are in `model.safetensors` (no pickle).{_remote_code_note(info)}
 
 Load it with `AutoModelForSequenceClassification.from_pretrained(<this directory>)`
 (structured exports: `import rayprune` first).  Re-run the trial with

@@ -39,6 +39,8 @@ __all__ = [
     "CLASSIFICATION_METRICS",
     "REGRESSION_METRICS",
     "compute_metrics",
+    "constant_floor",
+    "standard_error",
 ]
 
 
@@ -180,3 +182,44 @@ def compute_metrics(
                 f"got shape {out.shape}"
             )
     return {name: METRICS[name](preds, labels) for name in names}
+
+
+def constant_floor(name: str, labels, *, is_regression: bool) -> float:
+    """The best score a constant predictor reaches on ``labels``: the chance floor of a search.
+
+    The driver computes it once from the eval split's labels; a trial that does not clearly beat
+    it learned nothing usable (see ``rayprune.search.results``).  Classification: the best of
+    "always predict class c" over the classes present, which is the majority-class accuracy, the
+    F1 of always answering positive (``2p / (1 + p)`` with p the positive fraction), and 0 for
+    Matthews correlation.  Regression: a constant has no correlation with the labels, 0 for
+    Pearson and Spearman (the degenerate-case convention above).
+
+    Raises:
+        ValueError: unknown metric name, or no labels.
+    """
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; allowed: {sorted(METRICS)}")
+    labels = np.asarray(labels).reshape(-1)
+    if labels.size == 0:
+        raise ValueError("cannot compute a floor on zero examples")
+    if is_regression:
+        return METRICS[name](np.full(labels.size, float(np.mean(labels))), labels)
+    return max(METRICS[name](np.full(labels.size, c), labels) for c in np.unique(labels))
+
+
+def standard_error(name: str, value: float, n: int) -> float:
+    """Approximate standard error of a metric ``value`` measured on ``n`` examples.
+
+    Used to decide whether a trial is *clearly* above the floor.  Accuracy: the binomial
+    ``sqrt(v (1 - v) / n)``; F1 is treated the same way (a proportion; an approximation).
+    Correlations (Matthews, Pearson, Spearman): ``(1 - v^2) / sqrt(n - 1)``, which is
+    ``1 / sqrt(n - 1)`` at 0, the spread of a correlation under no association.
+    """
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; allowed: {sorted(METRICS)}")
+    if n < 2 or not np.isfinite(value):
+        return float("inf")
+    if name in ("accuracy", "f1"):
+        v = min(max(float(value), 0.0), 1.0)
+        return float(np.sqrt(v * (1.0 - v) / n))
+    return float((1.0 - min(float(value) ** 2, 1.0)) / np.sqrt(n - 1))

@@ -114,7 +114,8 @@ def register_pruned_models() -> None:
 
 
 def load_model_and_tokenizer(
-    name: str, *, num_labels: int, is_regression: bool = False, config_overrides: dict | None = None
+    name: str, *, num_labels: int, is_regression: bool = False, config_overrides: dict | None = None,
+    trust_remote_code: bool = False,
 ):
     """Load a sequence-classification model and its tokenizer.
 
@@ -123,6 +124,9 @@ def load_model_and_tokenizer(
         num_labels: classifier outputs (1 for regression).
         is_regression: sets ``problem_type`` so the model's loss is MSE.
         config_overrides: extra config fields (e.g. dropout).
+        trust_remote_code: run Python code that ships with the model (``auto_map`` classes).
+            Off unless the space file asks for it: such code runs with the user's rights in the
+            driver and in every trial.
 
     Raises:
         ValueError: the model or tokenizer cannot be found (message names the model).
@@ -141,10 +145,12 @@ def load_model_and_tokenizer(
             path,
             num_labels=num_labels,
             problem_type="regression" if is_regression else "single_label_classification",
+            trust_remote_code=trust_remote_code,
             **(config_overrides or {}),
         )
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, config=config)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, config=config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"model {name!r} could not be loaded (a Hugging Face id, a local directory or one "

@@ -106,3 +106,48 @@ def test_compute_metrics_errors():
 
 def test_metric_table_names():
     assert set(METRICS) == {"accuracy", "f1", "matthews_correlation", "pearson", "spearman"}
+
+
+# ---------------------------------------------------------------- the chance floor
+from rayprune.metrics import constant_floor, standard_error  # noqa: E402
+
+
+def test_floor_of_accuracy_is_the_majority_class():
+    # 3 of 5 labels are class 2, the majority in a 3-class task.
+    assert constant_floor("accuracy", [2, 0, 2, 1, 2], is_regression=False) == pytest.approx(3 / 5)
+
+
+def test_floor_of_f1_is_always_positive():
+    # 68 % positives: always answering 1 gives tp = 17, fp = 8, fn = 0 -> 34 / 42 = 2p / (1 + p).
+    labels = [1] * 17 + [0] * 8
+    p = 17 / 25
+    assert constant_floor("f1", labels, is_regression=False) == pytest.approx(2 * p / (1 + p))
+    assert constant_floor("f1", labels, is_regression=False) == pytest.approx(34 / 42)
+    # no positive at all: every constant scores 0
+    assert constant_floor("f1", [0, 0, 0], is_regression=False) == 0.0
+
+
+def test_floor_of_matthews_is_zero_even_when_unbalanced():
+    assert constant_floor("matthews_correlation", [1, 1, 1, 0], is_regression=False) == 0.0
+
+
+@pytest.mark.parametrize("name", ["pearson", "spearman"])
+def test_floor_of_correlations_is_zero(name):
+    assert constant_floor(name, [0.5, 1.0, 4.2, 3.0], is_regression=True) == 0.0
+
+
+def test_floor_refuses_unknown_metrics_and_empty_labels():
+    with pytest.raises(ValueError, match="unknown metric"):
+        constant_floor("bleu", [0, 1], is_regression=False)
+    with pytest.raises(ValueError, match="zero examples"):
+        constant_floor("accuracy", [], is_regression=False)
+
+
+def test_standard_error_by_hand():
+    # accuracy 0.5 on 100 examples: sqrt(0.25 / 100) = 0.05
+    assert standard_error("accuracy", 0.5, 100) == pytest.approx(0.05)
+    assert standard_error("f1", 0.8, 400) == pytest.approx(math.sqrt(0.16 / 400))
+    # a correlation of 0 on 101 examples: 1 / sqrt(100)
+    assert standard_error("matthews_correlation", 0.0, 101) == pytest.approx(0.1)
+    assert standard_error("pearson", 0.6, 101) == pytest.approx(0.064)
+    assert standard_error("accuracy", float("nan"), 100) == float("inf")

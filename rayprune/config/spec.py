@@ -1,103 +1,307 @@
-"""Search-space YAML -> validated :class:`SearchSpec` -> an Optuna define-by-run space.
+"""Search-space YAML -> validated, typed :class:`SearchSpec`.
 
 The format is documented in the README ("The search-space file").  Validation happens before any
-trial starts; every problem raises :class:`SpecError` naming the file, the key and what is allowed,
-which the CLI prints without a traceback.
-
-Keys in ``space`` are flat and method-scoped: ``method``, ``target_sparsity``, ``learning_rate``,
-training knobs, ``schedule.<field>`` and ``<method>.<option>``.  A method's options exist only when
-that method is chosen (Optuna define-by-run), so ``all_methods.yaml`` is one conditional space.
+trial starts, in two stages: the structure and every value on its own (this module, no torch),
+then every method's options and schedule at the corners of the space
+(:mod:`rayprune.config.checks`).  Every problem raises :class:`SpecError` naming the file, the
+key and what is allowed, which the CLI prints without a traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from rayprune.config.fields import check_value, describe_value, split_key, type_hints
+from rayprune.config.reading import check_numbers, read_yaml
+from rayprune.config.sections import (
+    SEARCHABLE_TRAINING_KEYS,
+    BudgetSection,
+    DistillOptions,
+    FailureSection,
+    ObjectiveSection,
+    ReferenceSection,
+    ResourcesSection,
+    SchedulerSection,
+    SearchSection,
+    TrainingSection,
+)
+from rayprune.config.space import (
+    SCHEDULE_FIELDS,
+    Distribution,
+    check_entry,
+    parse_distribution,
+    same_value,
+    scalar_field,
+)
+from rayprune.data.spec import DataSpec
 from rayprune.errors import SpecError
-from rayprune.methods import available_methods, get_method
-from rayprune.methods.schedules import SCHEDULE_KINDS, SparsitySchedule
+from rayprune.methods import available_methods
 
-__all__ = [
-    "SpecError",
-    "Distribution",
-    "SearchSpec",
-    "load_spec",
-    "parse_spec",
-    "define_by_run",
-    "SCHEDULER_KINDS",
-    "SEARCH_ALGORITHMS",
-]
+__all__ = ["SearchSpec", "load_spec", "parse_spec", "build_section", "TOP_KEYS", "MAX_CHOICES"]
 
-SCHEDULER_KINDS = ("asha", "mo_asha", "fifo")
-SEARCH_ALGORITHMS = ("tpe", "nsga2", "random")
-DISTRIBUTION_KINDS = ("choice", "uniform", "loguniform", "int")
-
-# Trial-level knobs that may be searched (name -> (python type, validator description)).
-TRAINING_KEYS: dict[str, type] = {
-    "target_sparsity": float,
-    "learning_rate": float,
-    "weight_decay": float,
-    "warmup_ratio": float,
-    "batch_size": int,
-    "seed": int,
+#: Top-level keys of a space file and what each holds.
+TOP_KEYS = {
+    "name": "a name for the search: its directory under --output and the MLflow experiment",
+    "model": "a Hugging Face id, a local path or bundled:minilm-l6",
+    "data": "the task / dataset (rayprune.data.DataSpec)",
+    "objective": "the task metric to maximise, floors and constraints",
+    "training": "steps, batch size, evaluation interval, precision",
+    "budget": "num_samples, max_concurrent",
+    "resources": "cpu, gpu per trial",
+    "scheduler": "asha / mo_asha / fifo",
+    "search": "algorithm and seed",
+    "space": "the searched parameters",
+    "points_to_evaluate": "configurations tried first (papers' defaults)",
+    "reference": "the dense reference (and teacher), or `none`",
+    "teacher": "deprecated alias of reference",
+    "storage": "where Ray Tune keeps results and checkpoints (a path or s3:// gs:// file:// URI)",
+    "failure": "retries of trials whose node died",
 }
-SCHEDULE_FIELDS = ("kind", "start", "end", "interval", "initial_sparsity")
+DEFAULT_MODEL = "bundled:minilm-l6"
+#: A choice longer than this is a mistake (and would make the corner checks quadratic).
+MAX_CHOICES = 256
+_NAME_MAX = 128
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-@dataclass(frozen=True)
-class Distribution:
-    """One searched value: ``kind`` in choice/uniform/loguniform/int, with ``values`` or bounds."""
+class _Context:
+    """Where messages point: the file."""
 
-    kind: str
-    args: tuple
+    def __init__(self, path: str) -> None:
+        self.path = path
 
-    def suggest(self, trial, name: str):
-        if self.kind == "choice":
-            return trial.suggest_categorical(name, list(self.args))
-        if self.kind == "uniform":
-            return trial.suggest_float(name, *self.args)
-        if self.kind == "loguniform":
-            return trial.suggest_float(name, *self.args, log=True)
-        return trial.suggest_int(name, *self.args)
+    def fail(self, key: str, message: str) -> SpecError:
+        return SpecError(f"{self.path}: {key}: {message}")
 
-    def contains(self, value: Any) -> bool:
-        if self.kind == "choice":
-            return value in self.args
-        lo, hi = self.args
-        return lo <= value <= hi
 
-    def describe(self) -> str:
-        return f"{self.kind}{list(self.args)}"
+def _mapping(ctx: _Context, where: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ctx.fail(where, f"expected a mapping, got {type(value).__name__} {describe_value(value)}")
+    return dict(value)
+
+
+def _unknown_key(ctx: _Context, where: str, key: Any, allowed) -> SpecError:
+    at = (f"{where}.{key}" if where else key) if isinstance(key, str) and key else (where or "<top level>")
+    shown = "" if isinstance(key, str) and key else f" {describe_value(key)}"
+    return ctx.fail(at, f"unknown key{shown}; allowed: {sorted(allowed)}")
+
+
+def build_section(cls: type, value: Any, *, where: str, source: str):
+    """A dataclass (a spec section, :class:`~rayprune.data.spec.DataSpec`, ...) from its YAML
+    mapping: unknown keys, each value's type and bounds, then the constructor's own cross-field
+    checks, each as one :class:`SpecError` naming ``source`` (the file) and the key under ``where``."""
+    return _build(_Context(source), cls, where, value)
+
+
+def _build(ctx: _Context, cls: type, where: str, value: Any):
+    given = _mapping(ctx, where, value)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = type_hints(cls)
+    kwargs = {}
+    for key, item in given.items():
+        if not isinstance(key, str) or key not in fields:
+            raise _unknown_key(ctx, where, key, fields)
+        if dataclasses.is_dataclass(hints[key]):
+            kwargs[key] = _build(ctx, hints[key], f"{where}.{key}", item)
+            continue
+        try:
+            kwargs[key] = check_value(item, hints[key], fields[key].metadata)
+        except (TypeError, ValueError) as err:
+            raise ctx.fail(f"{where}.{key}", str(err)) from None
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError, ArithmeticError) as err:
+        name, sep, rest = str(err).partition(": ")
+        if sep and name in fields:  # "<field>: ..." from a section's own check
+            raise ctx.fail(f"{where}.{name}", rest) from None
+        raise ctx.fail(where, str(err)) from None
+
+
+def _plain_name(ctx: _Context, name: Any, given: bool) -> str:
+    """``name`` becomes a directory under ``--output``: one plain path component."""
+    fix = "set `name:` to a plain directory name" if not given else "use a plain directory name"
+    if not isinstance(name, str):
+        raise ctx.fail("name", f"expected a string (a directory name), got {type(name).__name__} {describe_value(name)}")
+    if not name or len(name) > _NAME_MAX:
+        raise ctx.fail("name", f"must be 1 to {_NAME_MAX} characters, got {describe_value(name)}; {fix}")
+    if name in (".", "..") or any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ctx.fail("name", f"{describe_value(name)} is not a plain directory name (no '/', '\\\\', "
+                               f"control characters, '.' or '..'); {fix}")
+    return name
+
+
+def _reference(ctx: _Context, raw: Mapping) -> ReferenceSection | None:
+    if "reference" in raw and "teacher" in raw:
+        raise ctx.fail("teacher", "give `reference:` only (`teacher:` is its deprecated alias)")
+    key = "teacher" if "teacher" in raw else "reference"
+    value = raw.get(key)
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return None
+    if value is not None and not isinstance(value, Mapping):
+        raise ctx.fail(key, f"expected a mapping (model, steps, learning_rate) or `none`, got {describe_value(value)}")
+    return _build(ctx, ReferenceSection, key, value)
+
+
+def _storage(ctx: _Context, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise ctx.fail("storage", f"expected a path or a URI (s3://, gs://, file://), got {describe_value(value)}")
+    if "://" in value and not _SCHEME.match(value):
+        raise ctx.fail("storage", f"{describe_value(value)} is not a URI: expected scheme://... such as s3://bucket/dir")
+    return value
+
+
+def _parse_space(ctx: _Context, raw: Any) -> dict[str, Any]:
+    given = _mapping(ctx, "space", raw)
+    if not given:
+        raise ctx.fail("space", "required: at least `method` and `target_sparsity`")
+    methods_all = available_methods()
+    allowed = (["method", "target_sparsity", *SEARCHABLE_TRAINING_KEYS] + [f"schedule.{f}" for f in SCHEDULE_FIELDS]
+               + [f"distill.{f.name}" for f in dataclasses.fields(DistillOptions)] + ["<method>.<option>"])
+    space: dict[str, Any] = {}
+    for key, value in given.items():
+        if not isinstance(key, str) or not key:
+            raise ctx.fail("space", f"unknown key {describe_value(key)}; allowed: {allowed}")
+        entry = parse_distribution(f"space.{key}", value, ctx.fail)
+        if isinstance(entry, Distribution) and entry.kind == "choice" and len(entry.args) > MAX_CHOICES:
+            raise ctx.fail(f"space.{key}.choice", f"{len(entry.args)} choices; at most {MAX_CHOICES}")
+        space[key] = entry
+    if "method" not in space:
+        raise ctx.fail("space.method", f"required; one of {methods_all} or {{choice: [...]}}")
+    method = space["method"]
+    if isinstance(method, Distribution) and method.kind != "choice":
+        raise ctx.fail("space.method", f"a method is chosen with {{choice: [...]}}, not {method.kind}")
+    chosen = list(method.args) if isinstance(method, Distribution) else [method]
+    for m in chosen:
+        if not isinstance(m, str) or m not in methods_all:
+            raise ctx.fail("space.method", f"unknown method {describe_value(m)}; allowed: {methods_all}")
+    if "target_sparsity" not in space:
+        raise ctx.fail("space.target_sparsity", "required: the sparsity to reach, in [0, 1)")
+    for key, entry in space.items():
+        if key == "method":
+            continue
+        known = scalar_field(key)
+        if known is not None:
+            check_entry(f"space.{key}", entry, *known, ctx.fail)
+            continue
+        scope, _ = split_key(key)
+        if scope is None or scope in ("schedule", "distill"):
+            raise ctx.fail(f"space.{key}", f"unknown key; allowed: {allowed}")
+        if scope not in methods_all:
+            raise ctx.fail(f"space.{key}", f"unknown method scope {scope!r}; allowed: {methods_all}")
+        if scope not in chosen:
+            raise ctx.fail(f"space.{key}", f"method {scope!r} is not among the searched methods {chosen}")
+    return space
+
+
+def _parse_points(ctx: _Context, raw: Any, space: Mapping[str, Any]) -> list[dict]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ctx.fail("points_to_evaluate", f"expected a list of mappings of space keys, got {describe_value(raw)}")
+    methods_all = set(available_methods())
+    method_entry = space["method"]
+    points = []
+    for i, point in enumerate(raw):
+        where = f"points_to_evaluate[{i}]"
+        if not isinstance(point, Mapping) or not point:
+            raise ctx.fail(where, f"expected a mapping of space keys to values, got {describe_value(point)}")
+        for key, value in point.items():
+            if not isinstance(key, str) or key not in space:
+                raise _unknown_key(ctx, where, key, space)
+            entry = space[key]
+            if isinstance(entry, Distribution):
+                if not entry.contains(value):
+                    raise ctx.fail(f"{where}.{key}", f"{describe_value(value)} is outside {entry.describe()}")
+            elif not same_value(value, entry):
+                raise ctx.fail(f"{where}.{key}", f"{describe_value(value)}, but the space fixes it to "
+                                                 f"{describe_value(entry)}")
+        method = point.get("method", None if isinstance(method_entry, Distribution) else method_entry)
+        for key in point:
+            scope, _ = split_key(key)
+            if scope in methods_all and scope != method:
+                raise ctx.fail(f"{where}.{key}", f"option of {scope!r} but the point's method is {method!r}")
+        points.append(dict(point))
+    return points
 
 
 @dataclass
 class SearchSpec:
-    """Everything a search needs, validated.  Built by :func:`load_spec`."""
+    """Everything a search needs, validated and typed.  Built by :func:`load_spec`.
+
+    Attributes:
+        path: the space file (messages name it).
+        name: the search's directory under ``--output`` and its MLflow experiment.
+        model: the pretrained model every trial starts from.
+        data / training / budget / resources / scheduler / search / objective / failure: the
+            sections, as their dataclasses (defaults filled in).
+        reference: the dense reference section, None under ``reference: none``.
+        storage: Ray storage (path or URI) from the YAML, None for the search directory.
+        space: key -> :class:`~rayprune.config.space.Distribution` or constant.
+        points_to_evaluate: configurations tried first.
+        raw_hash: digest of the file's content (a resumed search must use the same space).
+    """
 
     path: str
     name: str
     model: str
-    data: dict
-    metric: str
-    training: dict
-    num_samples: int
-    max_concurrent: int
-    cpu: float
-    gpu: float
-    scheduler: dict
-    algorithm: str
-    seed: int
-    space: dict[str, Any]  # name -> Distribution | constant
+    data: DataSpec
+    training: TrainingSection
+    space: dict[str, Any]
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    resources: ResourcesSection = field(default_factory=ResourcesSection)
+    scheduler: SchedulerSection = field(default_factory=SchedulerSection)
+    search: SearchSection = field(default_factory=SearchSection)
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    reference: ReferenceSection | None = field(default_factory=ReferenceSection)
+    failure: FailureSection = field(default_factory=FailureSection)
+    storage: str | None = None
     points_to_evaluate: list[dict] = field(default_factory=list)
-    teacher: dict = field(default_factory=dict)
     raw_hash: str = ""
+
+    @property
+    def metric(self) -> str:
+        """The objective metric ("" until the preflight fills in the task's primary metric)."""
+        return self.objective.metric or ""
+
+    @metric.setter
+    def metric(self, value: str) -> None:
+        self.objective = dataclasses.replace(self.objective, metric=value)
+
+    # Shortcuts used by the driver and the searcher.
+    @property
+    def num_samples(self) -> int:
+        return self.budget.num_samples
+
+    @property
+    def max_concurrent(self) -> int:
+        return self.budget.max_concurrent
+
+    @property
+    def cpu(self) -> float:
+        return self.resources.cpu
+
+    @property
+    def gpu(self) -> float:
+        return self.resources.gpu
+
+    @property
+    def algorithm(self) -> str:
+        return self.search.algorithm
+
+    @property
+    def seed(self) -> int:
+        return self.search.seed
 
     @property
     def objectives(self) -> list[tuple[str, str]]:
@@ -117,416 +321,69 @@ class SearchSpec:
         return {k: v for k, v in self.space.items() if not isinstance(v, Distribution)}
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["space"] = {
-            k: ({v.kind: list(v.args)} if isinstance(v, Distribution) else v)
-            for k, v in self.space.items()
-        }
+        """A JSON-able copy (``search.json``): sections as mappings, distributions as
+        ``{kind: [args]}``."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for key, value in d.items():
+            if dataclasses.is_dataclass(value):
+                d[key] = dataclasses.asdict(value)
+        d["metric"] = self.metric
+        d["space"] = {k: ({v.kind: list(v.args)} if isinstance(v, Distribution) else v) for k, v in self.space.items()}
         return d
 
 
-# ---------------------------------------------------------------------------------- parsing
-_TOP_KEYS = {
-    "name": "a name for the search (MLflow experiment)",
-    "model": "a Hugging Face id, a local path or bundled:minilm-l6",
-    "data": "the task / dataset",
-    "objective": "the task metric to maximise",
-    "training": "steps, batch size, evaluation interval",
-    "budget": "num_samples, max_concurrent",
-    "resources": "cpu, gpu per trial",
-    "scheduler": "asha / mo_asha / fifo",
-    "search": "algorithm and seed",
-    "space": "the searched parameters",
-    "points_to_evaluate": "configurations tried first (papers' defaults)",
-    "teacher": "dense teacher for distilling methods",
-}
-_DATA_KEYS = {
-    "task", "dataset", "dataset_config", "train_files", "eval_files", "text_fields",
-    "label_field", "num_labels", "metrics", "train_split", "eval_split", "max_train_samples",
-    "max_eval_samples", "selection_fraction", "max_seq_length", "seed",
-}
-_TRAINING_DEFAULTS = {
-    "steps": None, "epochs": None, "batch_size": 32, "eval_interval": 50, "eval_batch_size": 128,
-    "learning_rate": 5e-5, "weight_decay": 0.0, "warmup_ratio": 0.1, "max_grad_norm": 1.0,
-    "seed": 0, "checkpoint_keep": 2, "threads_per_trial": None,
-}
-_SCHEDULER_DEFAULTS = {"kind": "asha", "grace_period": 2, "reduction_factor": 2}
-_TEACHER_DEFAULTS = {"model": None, "steps": None, "learning_rate": 5e-5}
+def parse_spec(raw: Any, *, path: str = "<spec>", check: bool = True) -> SearchSpec:
+    """Validate a parsed YAML document and return a :class:`SearchSpec`.
 
+    Args:
+        raw: the document (``yaml.safe_load`` of the file, or a dict built in Python).
+        path: the file, for messages.
+        check: also build every method's options and schedule at the corners of the space
+            (:func:`rayprune.config.checks.check_trials`; imports the methods, and so torch).
 
-class _Ctx:
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def fail(self, key: str, message: str) -> SpecError:
-        return SpecError(f"{self.path}: {key}: {message}")
-
-
-def _mapping(ctx: _Ctx, key: str, value: Any) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ctx.fail(key, f"expected a mapping, got {type(value).__name__} {value!r}")
-    return dict(value)
-
-
-def _unknown(ctx: _Ctx, section: str, given: Mapping, allowed) -> None:
-    extra = sorted(set(given) - set(allowed))
-    if extra:
-        where = f"{section}.{extra[0]}" if section else extra[0]
-        raise ctx.fail(where, f"unknown key; allowed: {sorted(allowed)}")
-
-
-def _number(ctx: _Ctx, key: str, value: Any, kind: type, *, lo=None, hi=None, lo_open=False,
-            hi_open=False) -> Any:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ctx.fail(key, f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
-    if kind is int and not float(value).is_integer():
-        raise ctx.fail(key, f"expected an integer, got {value!r}")
-    value = kind(value)
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise ctx.fail(key, f"must be {'>' if lo_open else '>='} {lo}, got {value}")
-    if hi is not None and (value > hi or (hi_open and value == hi)):
-        raise ctx.fail(key, f"must be {'<' if hi_open else '<='} {hi}, got {value}")
-    return value
-
-
-def _parse_distribution(ctx: _Ctx, key: str, value: Any) -> Any:
-    """``{choice: [...]}``, ``{uniform: [lo, hi]}``, ``{loguniform: [lo, hi]}``, ``{int: [lo, hi]}``
-    or a constant."""
-    if not isinstance(value, Mapping):
-        return value
-    if len(value) != 1 or next(iter(value)) not in DISTRIBUTION_KINDS:
-        raise ctx.fail(
-            f"space.{key}",
-            f"a distribution is one of {{choice: [...]}}, {{uniform: [lo, hi]}}, "
-            f"{{loguniform: [lo, hi]}}, {{int: [lo, hi]}}; got {dict(value)!r}",
-        )
-    kind, args = next(iter(value.items()))
-    if not isinstance(args, (list, tuple)) or not args:
-        raise ctx.fail(f"space.{key}.{kind}", f"expected a non-empty list, got {args!r}")
-    if kind == "choice":
-        return Distribution("choice", tuple(args))
-    if len(args) != 2:
-        raise ctx.fail(f"space.{key}.{kind}", f"expected [low, high], got {args!r}")
-    num = int if kind == "int" else float
-    lo = _number(ctx, f"space.{key}.{kind}[0]", args[0], num)
-    hi = _number(ctx, f"space.{key}.{kind}[1]", args[1], num)
-    if not lo < hi:
-        raise ctx.fail(f"space.{key}.{kind}", f"empty range: need low < high, got [{lo}, {hi}]")
-    if kind == "loguniform" and lo <= 0:
-        raise ctx.fail(f"space.{key}.{kind}", f"loguniform needs low > 0, got {lo}")
-    return Distribution(kind, (lo, hi))
-
-
-def _values(v: Any) -> list:
-    """The values a space entry can take (bounds for ranges)."""
-    if isinstance(v, Distribution):
-        return list(v.args)
-    return [v]
-
-
-def _check_value(ctx: _Ctx, key: str, v: Any, check) -> None:
-    for value in _values(v):
-        try:
-            check(value)
-        except (ValueError, TypeError) as err:
-            raise ctx.fail(f"space.{key}", str(err)) from None
-
-
-def _check_space(ctx: _Ctx, space: dict[str, Any]) -> None:
-    methods_all = available_methods()
-    if "method" not in space:
-        raise ctx.fail("space.method", f"required; one of {methods_all} or {{choice: [...]}}")
-    chosen = _values(space["method"])
-    for m in chosen:
-        if m not in methods_all:
-            raise ctx.fail("space.method", f"unknown method {m!r}; allowed: {methods_all}")
-    if "target_sparsity" not in space:
-        raise ctx.fail("space.target_sparsity", "required: the sparsity to reach, in [0, 1)")
-    for key, value in space.items():
-        if key == "method":
-            continue
-        if key in TRAINING_KEYS:
-            kind = TRAINING_KEYS[key]
-
-            def check(x, key=key, kind=kind):
-                if isinstance(x, bool) or not isinstance(x, (int, float)):
-                    raise TypeError(f"expected {kind.__name__}, got {x!r}")
-                if key == "target_sparsity" and not 0.0 <= x < 1.0:
-                    raise ValueError(f"sparsity must be in [0, 1), got {x}")
-                if key in ("learning_rate", "batch_size") and x <= 0:
-                    raise ValueError(f"must be > 0, got {x}")
-                if key in ("weight_decay", "warmup_ratio") and not 0 <= x <= 1:
-                    raise ValueError(f"must be in [0, 1], got {x}")
-
-            _check_value(ctx, key, value, check)
-            continue
-        scope, _, option = key.partition(".")
-        if not option:
-            raise ctx.fail(
-                f"space.{key}",
-                f"unknown key; allowed: method, {sorted(TRAINING_KEYS)}, schedule.<field> "
-                f"({list(SCHEDULE_FIELDS)}) or <method>.<option> with <method> in {methods_all}",
-            )
-        if scope == "schedule":
-            if option not in SCHEDULE_FIELDS:
-                raise ctx.fail(f"space.{key}", f"unknown schedule field; allowed: {list(SCHEDULE_FIELDS)}")
-
-            def check(x, option=option):
-                if option == "kind" and x not in SCHEDULE_KINDS:
-                    raise ValueError(f"must be one of {list(SCHEDULE_KINDS)}, got {x!r}")
-                if option in ("start", "end") and not 0 <= x <= 1:
-                    raise ValueError(f"must be a fraction of training in [0, 1], got {x}")
-                if option in ("interval", "initial_sparsity"):
-                    SparsitySchedule(final_sparsity=0.5, **{option: x})  # its own validation
-
-            _check_value(ctx, key, value, check)
-            continue
-        if scope not in methods_all:
-            raise ctx.fail(f"space.{key}", f"unknown method scope {scope!r}; allowed: {methods_all}")
-        if scope not in chosen:
-            raise ctx.fail(
-                f"space.{key}", f"method {scope!r} is not among the searched methods {chosen}"
-            )
-        cls = get_method(scope)
-        fields = {f.name for f in cls.option_fields()}
-        if option not in fields:
-            raise ctx.fail(f"space.{key}", f"unknown option of {scope}; allowed: {sorted(fields)}")
-
-        def check(x, cls=cls, option=option):
-            cls.Options(**{option: x})
-
-        _check_value(ctx, key, value, check)
-
-
-def parse_spec(raw: Any, *, path: str = "<spec>") -> SearchSpec:
-    """Validate a parsed YAML document and return a :class:`SearchSpec`."""
-    ctx = _Ctx(path)
-    raw = _mapping(ctx, "<top level>", raw)
-    _unknown(ctx, "", raw, _TOP_KEYS)
-    model = raw.get("model", "bundled:minilm-l6")
-    if not isinstance(model, str) or not model:
-        raise ctx.fail("model", f"expected a model id or path, got {model!r}")
-
-    data = _mapping(ctx, "data", raw.get("data"))
-    _unknown(ctx, "data", data, _DATA_KEYS)
-    if not data.get("task") and not data.get("dataset") and not data.get("train_files"):
-        raise ctx.fail("data", "name one of data.task (a GLUE preset or 'demo'), data.dataset or data.train_files")
-    data.setdefault("max_seq_length", 128)
-    _number(ctx, "data.max_seq_length", data["max_seq_length"], int, lo=8)
-
-    objective = _mapping(ctx, "objective", raw.get("objective"))
-    _unknown(ctx, "objective", objective, {"metric"})
-    metric = objective.get("metric")
-
-    training = {**_TRAINING_DEFAULTS, **_mapping(ctx, "training", raw.get("training"))}
-    _unknown(ctx, "training", training, _TRAINING_DEFAULTS)
-    if training["steps"] is None and training["epochs"] is None:
-        raise ctx.fail("training", "set training.steps or training.epochs")
-    if training["steps"] is not None:
-        _number(ctx, "training.steps", training["steps"], int, lo=1)
-    if training["epochs"] is not None:
-        _number(ctx, "training.epochs", training["epochs"], float, lo=0, lo_open=True)
-    for key in ("batch_size", "eval_interval", "eval_batch_size", "checkpoint_keep"):
-        training[key] = _number(ctx, f"training.{key}", training[key], int, lo=1)
-    training["learning_rate"] = _number(ctx, "training.learning_rate", training["learning_rate"], float, lo=0, lo_open=True)
-    training["warmup_ratio"] = _number(ctx, "training.warmup_ratio", training["warmup_ratio"], float, lo=0, hi=1)
-
-    budget = _mapping(ctx, "budget", raw.get("budget"))
-    _unknown(ctx, "budget", budget, {"num_samples", "max_concurrent"})
-    num_samples = _number(ctx, "budget.num_samples", budget.get("num_samples", 8), int, lo=1)
-    max_concurrent = _number(ctx, "budget.max_concurrent", budget.get("max_concurrent", 2), int, lo=1)
-
-    resources = _mapping(ctx, "resources", raw.get("resources"))
-    _unknown(ctx, "resources", resources, {"cpu", "gpu"})
-    cpu = _number(ctx, "resources.cpu", resources.get("cpu", 1), float, lo=0, lo_open=True)
-    gpu = _number(ctx, "resources.gpu", resources.get("gpu", 0), float, lo=0)
-
-    scheduler = {**_SCHEDULER_DEFAULTS, **_mapping(ctx, "scheduler", raw.get("scheduler"))}
-    _unknown(ctx, "scheduler", scheduler, _SCHEDULER_DEFAULTS)
-    if scheduler["kind"] not in SCHEDULER_KINDS:
-        raise ctx.fail("scheduler.kind", f"must be one of {list(SCHEDULER_KINDS)}, got {scheduler['kind']!r}")
-    _number(ctx, "scheduler.grace_period", scheduler["grace_period"], int, lo=1)
-    _number(ctx, "scheduler.reduction_factor", scheduler["reduction_factor"], float, lo=1, lo_open=True)
-
-    search = _mapping(ctx, "search", raw.get("search"))
-    _unknown(ctx, "search", search, {"algorithm", "seed"})
-    algorithm = search.get("algorithm", "tpe")
-    if algorithm not in SEARCH_ALGORITHMS:
-        raise ctx.fail("search.algorithm", f"must be one of {list(SEARCH_ALGORITHMS)}, got {algorithm!r}")
-    seed = _number(ctx, "search.seed", search.get("seed", 0), int)
-
-    teacher = {**_TEACHER_DEFAULTS, **_mapping(ctx, "teacher", raw.get("teacher"))}
-    _unknown(ctx, "teacher", teacher, _TEACHER_DEFAULTS)
-
-    space_raw = _mapping(ctx, "space", raw.get("space"))
-    if not space_raw:
-        raise ctx.fail("space", "required: at least `method` and `target_sparsity`")
-    space = {str(k): _parse_distribution(ctx, str(k), v) for k, v in space_raw.items()}
-    _check_space(ctx, space)
-
-    points = raw.get("points_to_evaluate") or []
-    if not isinstance(points, list):
-        raise ctx.fail("points_to_evaluate", "expected a list of mappings")
-    for i, point in enumerate(points):
-        point = _mapping(ctx, f"points_to_evaluate[{i}]", point)
-        for k, v in point.items():
-            if k not in space:
-                raise ctx.fail(f"points_to_evaluate[{i}].{k}", f"not a key of space; allowed: {sorted(space)}")
-            dist = space[k]
-            if isinstance(dist, Distribution) and not dist.contains(v):
-                raise ctx.fail(f"points_to_evaluate[{i}].{k}", f"{v!r} is outside {dist.describe()}")
-        method = point.get("method", space["method"] if not isinstance(space["method"], Distribution) else None)
-        for k in point:
-            scope = k.partition(".")[0]
-            if scope in available_methods() and scope != method:
-                raise ctx.fail(f"points_to_evaluate[{i}].{k}", f"option of {scope!r} but the point's method is {method!r}")
-
-    name = raw.get("name") or Path(path).stem
-    digest = hashlib.sha256(yaml.safe_dump(raw, sort_keys=True).encode()).hexdigest()[:16]
-    return SearchSpec(
-        path=path, name=str(name), model=model, data=data, metric=metric or "",
-        training=training, num_samples=num_samples, max_concurrent=max_concurrent, cpu=cpu,
-        gpu=gpu, scheduler=scheduler, algorithm=algorithm, seed=seed, space=space,
-        points_to_evaluate=points, teacher=teacher, raw_hash=digest,
-    )
-
-
-def load_spec(path: str | Path) -> SearchSpec:
-    """Read and validate a search-space YAML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from None
-    return parse_spec(raw, path=str(path))
-
-
-class DefineByRun:
-    """The Optuna define-by-run space of a :class:`SearchSpec` (a picklable callable: Ray
-    checkpoints the searcher with the experiment).
-
-    The method is suggested first; ``<method>.<option>`` entries are suggested only for the
-    chosen method, so each method's hyperparameters exist only when it is chosen.  Constants are
-    returned and Ray adds them to the trial config.
+    Raises:
+        SpecError: the first problem, naming the file, the key and what is allowed.
     """
+    ctx = _Context(path)
+    if raw is None:
+        raise ctx.fail("<top level>", "the file is empty; expected a mapping with data, training and space")
+    raw = _mapping(ctx, "<top level>", raw)
+    check_numbers(path, raw)
+    for key in raw:
+        if not isinstance(key, str) or key not in TOP_KEYS:
+            raise _unknown_key(ctx, "", key, TOP_KEYS)
+    model = raw.get("model", DEFAULT_MODEL)
+    if not isinstance(model, str) or not model.strip() or "\0" in model:
+        raise ctx.fail("model", f"expected a model id or path, got {describe_value(model)}")
+    name = _plain_name(ctx, raw["name"] if "name" in raw else Path(path).stem, given="name" in raw)
+    data = _build(ctx, DataSpec, "data", raw.get("data"))
+    if "training" not in raw:
+        raise ctx.fail("training", "set training.steps or training.epochs")
+    training = _build(ctx, TrainingSection, "training", raw.get("training"))
+    sections = {key: _build(ctx, cls, key, raw.get(key)) for key, cls in (
+        ("budget", BudgetSection), ("resources", ResourcesSection), ("scheduler", SchedulerSection),
+        ("search", SearchSection), ("objective", ObjectiveSection), ("failure", FailureSection))}
+    reference = _reference(ctx, raw)
+    objective = sections["objective"]
+    if reference is None:
+        for key, value in (("objective.min_retained", objective.min_retained),
+                           ("objective.constraints.min_retained", objective.constraints.min_retained)):
+            if value is not None:
+                raise ctx.fail(key, "is a fraction of the dense reference's metric; remove `reference: none` "
+                                    "or use objective.min_metric")
+    storage = _storage(ctx, raw.get("storage"))
+    space = _parse_space(ctx, raw.get("space"))
+    points = _parse_points(ctx, raw.get("points_to_evaluate"), space)
+    spec = SearchSpec(path=path, name=name, model=model, data=data, training=training, space=space,
+                      reference=reference, storage=storage, points_to_evaluate=points, **sections)
+    if check:
+        from rayprune.config.checks import check_trials
 
-    def __init__(self, space: Mapping[str, Any]) -> None:
-        self.space = dict(space)
-
-    def __call__(self, trial) -> dict:
-        method_dist = self.space["method"]
-        if isinstance(method_dist, Distribution):
-            method = method_dist.suggest(trial, "method")
-            constants = {}
-        else:
-            method, constants = method_dist, {"method": method_dist}
-        methods = set(available_methods())
-        for key, value in self.space.items():
-            if key == "method":
-                continue
-            scope = key.partition(".")[0]
-            if scope in methods and scope != method:
-                continue
-            if isinstance(value, Distribution):
-                value.suggest(trial, key)
-            else:
-                constants[key] = value
-        return constants
+        check_trials(space, points, spec.methods(), has_reference=reference is not None, fail=ctx.fail)
+    spec.raw_hash = hashlib.sha256(yaml.safe_dump(raw, sort_keys=True).encode()).hexdigest()[:16]
+    return spec
 
 
-def define_by_run(spec: SearchSpec) -> DefineByRun:
-    """Return the Optuna define-by-run function for ``spec``'s space."""
-    return DefineByRun(spec.space)
-
-
-def finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def json_schema() -> dict:
-    """A JSON Schema (draft 2020-12) of the search-space file, built from the same tables the
-    validator uses and from the method registry, for editors and CI linters
-    (``rayprune schema > schema.json``).  :func:`parse_spec` remains the authority: it also
-    checks ranges against each method's option validation."""
-    import typing
-
-    def dist(value_schema: dict) -> dict:
-        bounds = {"type": "array", "prefixItems": [value_schema, value_schema], "minItems": 2, "maxItems": 2}
-        return {"oneOf": [
-            value_schema,
-            {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
-             "properties": {"choice": {"type": "array", "minItems": 1, "items": value_schema},
-                            "uniform": bounds, "loguniform": bounds, "int": bounds}},
-        ]}
-
-    def of_type(tp) -> dict:
-        origin = typing.get_origin(tp)
-        if origin is typing.Literal:
-            return {"enum": list(typing.get_args(tp))}
-        if tp in (int, "int"):
-            return {"type": "integer"}
-        if tp in (float, "float"):
-            return {"type": "number"}
-        if tp in (bool, "bool"):
-            return {"type": "boolean"}
-        if tp in (str, "str"):
-            return {"type": "string"}
-        return {}
-
-    space_props: dict[str, Any] = {
-        "method": dist({"enum": available_methods()}),
-        "target_sparsity": dist({"type": "number", "minimum": 0, "exclusiveMaximum": 1}),
-        "learning_rate": dist({"type": "number", "exclusiveMinimum": 0}),
-        "weight_decay": dist({"type": "number", "minimum": 0, "maximum": 1}),
-        "warmup_ratio": dist({"type": "number", "minimum": 0, "maximum": 1}),
-        "batch_size": dist({"type": "integer", "minimum": 1}),
-        "seed": dist({"type": "integer"}),
-        "schedule.kind": dist({"enum": list(SCHEDULE_KINDS)}),
-        "schedule.start": dist({"type": "number", "minimum": 0, "maximum": 1}),
-        "schedule.end": dist({"type": "number", "minimum": 0, "maximum": 1}),
-        "schedule.interval": dist({"type": "integer", "minimum": 1}),
-        "schedule.initial_sparsity": dist({"type": "number", "minimum": 0, "exclusiveMaximum": 1}),
-    }
-    for name in available_methods():
-        cls = get_method(name)
-        hints = typing.get_type_hints(cls.Options)
-        for f in cls.option_fields():
-            entry = dist(of_type(hints.get(f.name)))
-            help_text = (f.metadata or {}).get("help")
-            if help_text:
-                entry["description"] = help_text
-            space_props[f"{name}.{f.name}"] = entry
-
-    def section(keys, extra=None) -> dict:
-        return {"type": "object", "additionalProperties": False,
-                "properties": {k: (extra or {}).get(k, {}) for k in keys}}
-
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "rayprune search space",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["space"],
-        "properties": {
-            "name": {"type": "string"},
-            "model": {"type": "string", "description": _TOP_KEYS["model"]},
-            "data": section(sorted(_DATA_KEYS)),
-            "objective": section(["metric"]),
-            "training": section(sorted(_TRAINING_DEFAULTS)),
-            "budget": section(["num_samples", "max_concurrent"],
-                              {"num_samples": {"type": "integer", "minimum": 1},
-                               "max_concurrent": {"type": "integer", "minimum": 1}}),
-            "resources": section(["cpu", "gpu"], {"cpu": {"type": "number", "exclusiveMinimum": 0},
-                                                  "gpu": {"type": "number", "minimum": 0}}),
-            "scheduler": section(sorted(_SCHEDULER_DEFAULTS), {"kind": {"enum": list(SCHEDULER_KINDS)}}),
-            "search": section(["algorithm", "seed"], {"algorithm": {"enum": list(SEARCH_ALGORITHMS)}}),
-            "teacher": section(sorted(_TEACHER_DEFAULTS)),
-            "space": {"type": "object", "additionalProperties": False, "required": ["method", "target_sparsity"],
-                      "properties": space_props},
-            "points_to_evaluate": {"type": "array", "items": {"type": "object"}},
-        },
-    }
+def load_spec(path: str | Path, *, check: bool = True) -> SearchSpec:
+    """Read and validate a search-space YAML file (see :func:`parse_spec`)."""
+    return parse_spec(read_yaml(path, what="space file"), path=str(path), check=check)

@@ -8,10 +8,12 @@ instead decorate its class with ``@register("<name>")``.
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from rayprune.methods.base import MethodOptions, PruningMethod, TrainingContext
 from rayprune.methods.schedules import SparsitySchedule
+
+if TYPE_CHECKING:
+    from rayprune.methods.base import MethodOptions, PruningMethod, TrainingContext
 
 __all__ = [
     "PruningMethod",
@@ -22,6 +24,17 @@ __all__ = [
     "get_method",
     "available_methods",
 ]
+
+# The base classes import torch: loaded on first use, so that `available_methods()` (the space
+# file's validation, `rayprune --help`) needs no torch.
+_BASE_NAMES = ("PruningMethod", "MethodOptions", "TrainingContext")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BASE_NAMES:
+        return getattr(importlib.import_module("rayprune.methods.base"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # name -> "module:ClassName"; imported lazily so `rayprune methods` stays fast.
 _BUILTIN: dict[str, str] = {
@@ -43,6 +56,8 @@ def register(name: str) -> Callable[[type[PruningMethod]], type[PruningMethod]]:
     """Class decorator adding a method under ``name`` (for methods outside this package)."""
 
     def wrap(cls: type[PruningMethod]) -> type[PruningMethod]:
+        from rayprune.methods.base import PruningMethod
+
         if not (isinstance(cls, type) and issubclass(cls, PruningMethod)):
             raise TypeError(f"@register({name!r}) needs a PruningMethod subclass, got {cls!r}")
         _REGISTERED[name] = cls

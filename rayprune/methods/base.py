@@ -7,9 +7,32 @@ change.
 
 Conventions every method shares (decided once, written in the README):
 
-* **Masks persist.**  A pruned entry never comes back, even for methods whose official code
-  zeroes in place between masking events (PLATON, PINS, MGPP).  ``step`` only ever grows the
-  set of pruned entries.
+* **Each method masks as its paper does** (``<method>.mask_policy``, an ordinary option whose
+  default is the paper's):
+
+  - ``persistent``: a pruned entry never comes back; ``step`` only grows the pruned set (GMP,
+    GRAIN, heads+FFN, RPP).
+  - ``reselect``: at every masking step up to the end of the sparsity ramp the mask is chosen
+    afresh from the current scores, so an entry whose score has risen comes back (movement's
+    TopK of S at every step, SEVEN's every-step mask, soft movement's ``sigmoid(S) > tau``, and
+    PLATON, PINS and MGPP, whose official code zeroes weights in place and keeps no mask between
+    masking events; SPEC §5.3, §7.2-7.4, §10.1).  Among entries tied at the cut the current
+    mask wins, so ties never churn.
+
+  After the ramp's last masking step (``schedule.steps``; the first one for ``constant`` /
+  ``oneshot``) the mask is frozen under both policies: a later ``step`` behaves as
+  ``persistent`` and the trial stops calling it anyway.
+
+  *What a returning entry resumes from* follows the official code.  Methods that mask in the
+  forward and keep the dense weights (movement, soft movement, SEVEN: ``W * M``, straight-through
+  scores) set ``keeps_pruned_values``: the base stores an entry's trained value when it is
+  pruned and puts it back when it returns, and :meth:`PruningMethod.pruned_values` lets the
+  method read the dense value meanwhile (movement's score gradient ``grad * W`` uses it, so
+  pruned entries keep learning their score as in the official straight-through estimator).
+  Methods that zero in place (PLATON, PINS, MGPP, magnitude, RPP) restart a returning entry from
+  0, as a zeroed weight does there; between masking events we keep the mask (the official code
+  lets a zeroed weight take optimizer steps from 0 until the next masking event, a difference
+  of a few learning-rate steps in that weight).
 * **Masks are applied by zeroing in place** after every optimizer step (``apply_masks``), so the
   forward pass always sees ``W * M``.  No forward hooks, no ``weight_orig``.
 * **Sparsity is measured** from the weights (``rayprune.measure``), never copied from a target.
@@ -24,14 +47,14 @@ How the trial loop (``rayprune.training.loop``) drives a method, per training st
     method.after_backward(model)                  # grads of the task loss only
     if extra is not None: extra.backward()        # e.g. GRAIN's hidden loss, penalties
     optimizer.step(); lr_scheduler.step()
+    method.after_optimizer_step(model)
+    if schedule.should_update(step): method.step(schedule.sparsity_at(step))
+    method.apply_masks()
 
 Clipping applies to the task gradient alone, before ``after_backward``: what a method adds on
 purpose (MGPP's prior gradient, whose spike term is ~1/(n*v0) on pruned weights; penalties through
 ``extra_loss``) is not rescaled by it, and importance statistics read clipped task gradients as
 in PINS' official step order.
-    method.after_optimizer_step(model)
-    if schedule.should_update(step): method.step(schedule.sparsity_at(step))
-    method.apply_masks()
 
 ``context`` (a :class:`TrainingContext`) is owned by the trial and updated every step, so a
 method reads the current step and learning rate from it instead of reaching into the loop.
@@ -48,7 +71,29 @@ from torch import nn
 
 from rayprune.methods import masks as mask_ops
 
-__all__ = ["PruningMethod", "MethodOptions", "TrainingContext"]
+__all__ = [
+    "PruningMethod",
+    "MethodOptions",
+    "TrainingContext",
+    "MaskPolicy",
+    "MASK_POLICIES",
+    "mask_policy_option",
+]
+
+MaskPolicy = Literal["persistent", "reselect"]
+MASK_POLICIES = ("persistent", "reselect")
+
+
+def mask_policy_option(default: str, why: str) -> Any:
+    """The ``mask_policy`` field of a method's ``Options`` with the paper's ``default`` and a
+    help text saying ``why`` (shown by ``rayprune methods`` and the search-space schema)."""
+    return field(
+        default=default,
+        metadata={
+            "help": "persistent: a pruned weight stays pruned; reselect: masks re-chosen from "
+            f"the current scores at every masking step until the ramp ends ({default}: {why})"
+        },
+    )
 
 
 @dataclass(kw_only=True)
@@ -58,14 +103,22 @@ class MethodOptions:
     Attributes:
         selection: ``global`` ranks all prunable weights together (one threshold, as PLATON,
             PINS, MGPP, SEVEN do); ``layer`` prunes each tensor to the same sparsity.
+        mask_policy: ``persistent`` (a pruned entry never comes back) or ``reselect`` (the mask
+            is re-chosen from the current scores at every masking step until the ramp ends);
+            each method's ``Options`` sets its paper's default (module docstring).
     """
 
     selection: Literal["global", "layer"] = "global"
+    mask_policy: MaskPolicy = mask_policy_option("persistent", "masks only grow")
 
     def __post_init__(self) -> None:
         if self.selection not in ("global", "layer"):
             raise ValueError(
                 f"selection must be one of ('global', 'layer'), got selection={self.selection!r}"
+            )
+        if self.mask_policy not in MASK_POLICIES:
+            raise ValueError(
+                f"mask_policy must be one of {MASK_POLICIES}, got mask_policy={self.mask_policy!r}"
             )
 
 
@@ -125,6 +178,10 @@ class PruningMethod:
             ``encoder_linear``; PINS/PLATON add biases, SEVEN adds the pooler).
         schedule_defaults: overrides of :class:`~rayprune.methods.schedules.SparsitySchedule`
             fields that reproduce the paper (users can still override them in the space).
+        keeps_pruned_values: under ``mask_policy="reselect"``, the official code masks in the
+            forward and keeps the dense weights, so a returning entry resumes from the value it
+            had when pruned (stored by the base); ``False``: it restarts from 0 (module
+            docstring).
     """
 
     Options: ClassVar[type[MethodOptions]] = MethodOptions
@@ -134,6 +191,7 @@ class PruningMethod:
     needs_hidden_states: ClassVar[bool] = False
     default_scope: ClassVar[str] = "encoder_linear"
     schedule_defaults: ClassVar[Mapping[str, Any]] = {}
+    keeps_pruned_values: ClassVar[bool] = False
 
     def __init__(self, options: MethodOptions | None = None, **kwargs: Any) -> None:
         if options is not None and kwargs:
@@ -156,6 +214,13 @@ class PruningMethod:
         self.context: TrainingContext | None = None
         self.params: dict[str, nn.Parameter] = {}
         self.masks: dict[str, torch.Tensor] = {}
+        # Trained values of pruned entries (zero where kept); only with keeps_pruned_values
+        # under reselect, allocated at the first pruning.
+        self._pruned_values: dict[str, torch.Tensor] = {}
+        # Reselection bookkeeping for diagnostics(): entries whose mask flipped at the last
+        # reselecting step, and returns summed over the run.
+        self._mask_changed_last = 0
+        self._returned_total = 0
 
     # ------------------------------------------------------------------ lifecycle
     def prepare(self, model: nn.Module, targets: Sequence[str], context: TrainingContext) -> None:
@@ -172,6 +237,8 @@ class PruningMethod:
         self.context = context
         self.params = {t: named[t] for t in targets}
         self.masks = {t: torch.ones_like(p, dtype=torch.bool) for t, p in self.params.items()}
+        self._pruned_values = {}
+        self._mask_changed_last = self._returned_total = 0
 
     def score(self, fqn: str, weight: torch.Tensor) -> torch.Tensor:
         """Importance of each entry of ``weight`` (same shape; higher = keep).  Called by
@@ -180,9 +247,10 @@ class PruningMethod:
 
     @torch.no_grad()
     def step(self, sparsity: float) -> dict[str, float]:
-        """Prune to ``sparsity`` over the prunable set: score every target, keep already-pruned
-        entries pruned, select the lowest-scored entries (globally or per tensor, per
-        ``options.selection``) and zero them.  Called by the trial when the schedule says so.
+        """Prune to ``sparsity`` over the prunable set: score every target and select the
+        lowest-scored entries (globally or per tensor, per ``options.selection``) and zero them;
+        already-pruned entries stay pruned unless the method reselects (``mask_policy``, module
+        docstring).  Called by the trial when the schedule says so.
 
         Returns:
             the measured sparsity of every target after the step.
@@ -203,17 +271,80 @@ class PruningMethod:
 
     @torch.no_grad()
     def _prune_lowest(self, scores: Mapping[str, torch.Tensor], sparsity: float) -> None:
-        """Grow the masks to ``sparsity`` by the lowest ``scores`` (globally or per tensor, per
-        ``options.selection``) and zero the pruned entries; already-pruned entries sort first,
-        so masks only grow.  For subclasses that compute their own scores in ``step``."""
-        scores = {fqn: s.masked_fill(~self.masks[fqn], float("-inf")) for fqn, s in scores.items()}
+        """Set the masks to ``sparsity`` by the lowest ``scores`` (globally or per tensor, per
+        ``options.selection``) and zero the pruned entries.  Persistent (or after the ramp):
+        already-pruned entries sort first, so masks only grow.  Reselecting: every entry may be
+        chosen, ties at the cut keep the current mask.  For subclasses that compute their own
+        scores in ``step``."""
+        reselect = self._reselecting()
+        if reselect:
+            scores = {fqn: mask_ops.prefer_current(s, self.masks[fqn]) for fqn, s in scores.items()}
+        else:
+            scores = {
+                fqn: s.masked_fill(~self.masks[fqn], float("-inf")) for fqn, s in scores.items()
+            }
         if getattr(self.options, "selection", "global") == "layer":
             new = mask_ops.select_lowest_k_per_tensor(scores, sparsity)
         else:
             new = mask_ops.select_lowest_k_global(scores, sparsity)
-        for fqn in self.masks:
-            self.masks[fqn] &= new[fqn]
+        if reselect:
+            self._replace_masks(new)
+        else:
+            for fqn in self.masks:
+                self.masks[fqn] &= new[fqn]
         self.apply_masks()
+
+    # ------------------------------------------------------------------ mask policy
+    def _ramp_last_step(self) -> int | None:
+        """The schedule's last masking step (its first for ``constant``/``oneshot``), after
+        which masks are frozen; ``None`` when the run has no schedule."""
+        ctx = self.context
+        schedule = None if ctx is None else ctx.schedule
+        if schedule is None or ctx.total_steps < 1:
+            return None
+        first, last = schedule.steps(ctx.total_steps)
+        return first if getattr(schedule, "kind", "cubic") in ("constant", "oneshot") else last
+
+    def _reselecting(self) -> bool:
+        """Whether the current masking step may bring pruned entries back: ``reselect`` policy
+        and the ramp not over yet (``context.step`` at or before its last masking step)."""
+        if self.options.mask_policy != "reselect":
+            return False
+        last = self._ramp_last_step()
+        return last is None or self.context.step <= last
+
+    @torch.no_grad()
+    def _replace_masks(self, new: Mapping[str, torch.Tensor]) -> None:
+        """Install reselected masks (bool, the targets' shapes).  Entries pruned now have their
+        trained value stored, entries coming back get it restored (``keeps_pruned_values``);
+        otherwise a returning entry keeps the 0 that ``apply_masks`` left (module docstring)."""
+        changed = returned = 0
+        for fqn, keep in new.items():
+            old, param = self.masks[fqn], self.params[fqn]
+            keep = keep.to(device=old.device, dtype=torch.bool)
+            pruned_now, back = old & ~keep, keep & ~old  # (target shape,)
+            n_pruned, n_back = int(pruned_now.count_nonzero()), int(back.count_nonzero())
+            if self.keeps_pruned_values:
+                store = self._pruned_values.get(fqn)
+                if store is None:
+                    store = self._pruned_values[fqn] = torch.zeros_like(param.detach())
+                if n_pruned:
+                    store[pruned_now] = param.detach()[pruned_now]
+                if n_back:
+                    param.data[back] = store[back]
+                    store[back] = 0
+            changed += n_pruned + n_back
+            returned += n_back
+            self.masks[fqn] = keep
+        self._mask_changed_last = changed
+        self._returned_total += returned
+
+    def pruned_values(self, fqn: str) -> torch.Tensor | None:
+        """The trained values of ``fqn``'s pruned entries (zero where kept), i.e. the dense
+        weight is ``param + pruned_values(fqn)``; ``None`` when the method stores none
+        (persistent policy, no ``keeps_pruned_values``, or nothing pruned yet).  Read by
+        methods whose scores learn from the dense weight (movement's ``grad * W``)."""
+        return self._pruned_values.get(fqn)
 
     @torch.no_grad()
     def apply_masks(self) -> None:
@@ -227,6 +358,7 @@ class PruningMethod:
         self.apply_masks()
         model = self.model
         self.params = {}
+        self._pruned_values = {}
         return model
 
     def target_sparsity(self) -> dict[str, float]:
@@ -263,15 +395,36 @@ class PruningMethod:
     def diagnostics(self) -> dict[str, float]:
         """Numbers that explain how the method reached its sparsity, e.g. how much of it the
         method's own criterion chose and how much a top-up filled.  The trial reports them with
-        every evaluation as ``method/<key>`` (Ray results and MLflow curves).  Default: none."""
-        return {}
+        every evaluation as ``method/<key>`` (Ray results and MLflow curves).  Subclasses merge
+        their keys into ``super().diagnostics()``.
+
+        Default, under ``mask_policy="reselect"`` only: ``mask_changed_last``, the share of the
+        prunable set whose mask flipped (pruned or back) at the last reselecting step, and
+        ``returned``, the returns summed over the run as a share of the prunable set (an entry
+        that comes back twice counts twice)."""
+        if self.options.mask_policy != "reselect":
+            return {}
+        total = max(sum(m.numel() for m in self.masks.values()), 1)
+        return {
+            "mask_changed_last": self._mask_changed_last / total,
+            "returned": self._returned_total / total,
+        }
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict[str, Any]:
         """Masks plus whatever statistics the method keeps; tensors only on the CPU.  Subclasses
         extend the dict returned by ``super().state_dict()``."""
         # Copies: masks are updated in place by later steps.
-        return {"masks": {k: v.detach().cpu().clone() for k, v in self.masks.items()}}
+        state: dict[str, Any] = {
+            "masks": {k: v.detach().cpu().clone() for k, v in self.masks.items()}
+        }
+        if self.options.mask_policy == "reselect":
+            state["reselection"] = {
+                "pruned_values": {k: v.detach().cpu().clone() for k, v in self._pruned_values.items()},
+                "mask_changed_last": self._mask_changed_last,
+                "returned_total": self._returned_total,
+            }
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output after :meth:`prepare` (Tune trial resume)."""
@@ -279,6 +432,15 @@ class PruningMethod:
             if fqn not in self.masks:
                 raise ValueError(f"checkpoint has a mask for unknown target {fqn!r}")
             self.masks[fqn] = mask.to(self.masks[fqn].device, dtype=torch.bool)
+        saved = state.get("reselection")
+        if saved is not None:
+            for fqn, values in saved["pruned_values"].items():
+                if fqn not in self.params:
+                    raise ValueError(f"checkpoint has pruned values for unknown target {fqn!r}")
+                param = self.params[fqn]
+                self._pruned_values[fqn] = values.to(param.device, dtype=param.dtype, copy=True)
+            self._mask_changed_last = int(saved["mask_changed_last"])
+            self._returned_total = int(saved["returned_total"])
         self.apply_masks()
 
     @classmethod

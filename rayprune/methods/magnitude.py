@@ -11,14 +11,17 @@ from dataclasses import dataclass
 
 import torch
 
-from rayprune.methods.base import MethodOptions, PruningMethod
+from rayprune.methods.base import MaskPolicy, MethodOptions, PruningMethod, mask_policy_option
 
 __all__ = ["MagnitudeMethod"]
 
 
 @dataclass(kw_only=True)
 class MagnitudeOptions(MethodOptions):
-    """GMP has no options beyond ``selection`` (global threshold by default)."""
+    """GMP's options: ``selection`` (global threshold by default) and ``mask_policy``
+    (``persistent``: Zhu & Gupta's pruned weights stay pruned, SPEC §7.1)."""
+
+    mask_policy: MaskPolicy = mask_policy_option("persistent", "GMP, Zhu & Gupta 2018")
 
 
 class MagnitudeMethod(PruningMethod):

@@ -21,6 +21,9 @@ __all__ = [
     "sparsity_of",
     "lowest_kept_indices",
     "select_new_pruned",
+    "prefer_current",
+    "kth_smallest",
+    "reselect_keep",
 ]
 
 # Above this many scores an exact global kthvalue becomes the dominating cost of a masking
@@ -241,3 +244,104 @@ def select_new_pruned(
     if not chosen:
         return torch.empty(0, dtype=torch.long, device=score.device)
     return torch.cat(chosen)
+
+
+# ------------------------------------------- reselection (pruned entries may come back)
+def prefer_current(score: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``score`` with every currently pruned entry (``keep`` False) moved one float below its
+    value, so that at a tie the current mask wins: a pruned entry comes back only when its score
+    is strictly higher than that of a kept entry it would replace.  Without this, entries tied
+    at the cut (e.g. scores that are exactly 0) would swap at every reselection."""
+    lower = torch.nextafter(score, torch.full_like(score, float("-inf")))
+    return torch.where(keep, score, lower)
+
+
+def kth_smallest(values: torch.Tensor, k: int, *, generator: torch.Generator | None = None) -> float:
+    """The exact ``k``-th smallest entry (1-based) of the 1-D tensor ``values``.
+
+    Large inputs are bracketed first: the k-th smallest lies, with probability above 1 - 1e-6,
+    between two order statistics of a random sample, so two comparison passes find the entries
+    below and between them and ``kthvalue`` runs on the few between.  If the bracket misses (the
+    count check fails) it falls back to ``kthvalue`` over everything.  torch has no selection
+    cheaper than ``kthvalue``'s partial sort over the whole tensor, hence this function; it is what
+    makes a reselection every step affordable (movement, SEVEN, soft movement).
+    """
+    n = values.numel()
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}], got k={k}")
+    if n >= _SAMPLED_MIN_ENTRIES:
+        idx = torch.randint(0, n, (_BOUND_SAMPLE_SIZE,), generator=generator).to(values.device)
+        sample = values[idx].sort().values  # (m,)
+        m = sample.numel()
+        expected = k * m / n  # sample entries expected below the true k-th smallest
+        spread = 5.0 * math.sqrt(expected * (1.0 - k / n)) + 8.0
+        low_rank, high_rank = math.floor(expected - spread), math.ceil(expected + spread)
+        low = sample[low_rank - 1] if low_rank >= 1 else None
+        high = sample[high_rank - 1] if high_rank <= m else None
+        below = 0 if low is None else int((values < low).count_nonzero())
+        inside = torch.ones_like(values, dtype=torch.bool) if low is None else values >= low
+        if high is not None:
+            inside &= values <= high
+        between = values[inside]  # (c,), usually a few percent of n
+        if below < k <= below + between.numel():
+            return float(torch.kthvalue(between, k - below).values)
+    return float(torch.kthvalue(values, k).values)
+
+
+def reselect_keep(
+    score: torch.Tensor,
+    keep: torch.Tensor,
+    sparsity: float,
+    *,
+    sizes: Sequence[int] | None = None,
+    ceiling: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The new mask when every entry may be chosen again: in each group, all but the
+    ``round(sparsity * n)`` lowest ``score`` entries are kept, whatever ``keep`` says; among
+    entries tied at the cut the currently pruned ones (``keep`` False) are pruned first, then by
+    position.  The ``reselect`` counterpart of :func:`select_new_pruned` (same arguments).
+
+    Args:
+        score: 1-D scores of all targets concatenated in order, higher = keep.
+        keep: 1-D bool, the current mask (True = kept); only breaks ties; not modified.
+        sparsity: requested fraction pruned, in [0, 1).
+        sizes: per-target lengths for per-tensor ("layer") selection; ``None`` = one global cut.
+        ceiling: only entries with ``score <= ceiling`` may be pruned (soft movement's
+            threshold); the request is then a cap, not a promise.
+        generator: CPU generator for :func:`kth_smallest`'s sample.
+
+    Returns:
+        1-D bool, the new mask (True = kept).
+    """
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got sparsity={sparsity}")
+    if sizes is None:
+        groups = [(0, score.numel())]
+    else:
+        starts = [0]
+        for size in sizes:
+            starts.append(starts[-1] + int(size))
+        if starts[-1] != score.numel():
+            raise ValueError(f"sizes sum to {starts[-1]}, expected {score.numel()}")
+        groups = list(zip(starts[:-1], starts[1:]))
+    new = torch.ones_like(keep, dtype=torch.bool)
+    for lo, hi in groups:
+        s, kp = score[lo:hi], keep[lo:hi]  # views, (hi - lo,)
+        k = int(round(sparsity * (hi - lo)))
+        if ceiling is not None and k > 0:
+            k = min(k, int((s <= ceiling).count_nonzero()))
+        if k == 0:
+            continue
+        cut = kth_smallest(s, k, generator=generator)
+        group = new[lo:hi]
+        torch.gt(s, cut, out=group)
+        # Entries at or below the cut are pruned; more than k only when several tie at it.
+        surplus = (hi - lo) - int(group.count_nonzero()) - k
+        if surplus > 0:
+            tied = (s == cut).nonzero().squeeze(1)  # (t,), t > surplus
+            # Keep ``surplus`` of the tied entries: the currently kept ones first, then by
+            # position, earliest first (argsort is stable).
+            order = torch.argsort(kp[tied].to(torch.int8), descending=True, stable=True)
+            group[tied[order[:surplus]]] = True
+    return new

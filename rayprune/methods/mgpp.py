@@ -24,10 +24,14 @@ weighted components cross at ``|w|* = sqrt(-c1/c2)`` (:func:`prior_threshold`), 
 the paper and its code, but the official code uses them as *variances* (``0.5*log(sigma)``,
 ``0.5/sigma``), and so does rayprune: ``sigma0`` is v0 and ``sigma1`` is v1 (SPEC §2.2).
 
-Differences from the official code (decided once for rayprune, SPEC §10.1): masks persist, so a
-weight pruned at one masking event never regrows, whereas the official ``MWA`` pruner zeroes in
-place before t_e and lets weights regrow (the spike makes that rare).  The prior is applied to all
-prunable weights; on pruned ones it is exactly zero because w = 0.
+**Masks are reselected** (``mask_policy="reselect"``, default): the official ``MWA`` pruner zeroes
+in place and keeps no mask before t_e, so every pruning event ranks all weights by ``|w|`` again
+(SPEC §2.3).  A returning weight restarts from 0.  Between events we hold the mask (the official
+code lets a zeroed weight take optimizer steps, where the spike's pull of ~1/(n v0) per unit of
+``w`` pins it within about one learning rate of 0), so a pruned weight scores 0 and, in practice,
+MGPP's masks only grow under either policy: what SPEC §2.3 calls rare regrowth does not happen
+here.  The prior is applied to all prunable weights; on pruned ones it is exactly zero because
+w = 0.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from rayprune.methods.base import MethodOptions, PruningMethod, TrainingContext
+from rayprune.methods.base import MaskPolicy, MethodOptions, PruningMethod, TrainingContext, mask_policy_option
 from rayprune.methods.schedules import SparsitySchedule
 
 __all__ = ["MGPPMethod", "MGPPOptions", "mixture_prior_grad", "prior_threshold", "prior_lambda"]
@@ -131,7 +135,13 @@ class MGPPOptions(MethodOptions):
         lambda0: initial mixing weight of the slab, in (0, 1).
         alpha_final: lambda is annealed as lambda0 * alpha, alpha linear from 1 at the ramp's
             start to ``alpha_final`` at its end, in (0, 1].
+        mask_policy: ``reselect`` (default: no persistent mask before t_e in the official code)
+            or ``persistent``.
     """
+
+    mask_policy: MaskPolicy = mask_policy_option(
+        "reselect", "official MWA zeroes in place, no persistent mask before t_e"
+    )
 
     sigma0: float = field(
         default=1e-9,

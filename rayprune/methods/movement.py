@@ -18,10 +18,19 @@ Selection is local by default (``selection="layer"``: each matrix keeps its own 
 official default); ``selection="global"`` is the official ``--global_topk``.  Masks change at every
 step of the ramp (``schedule_defaults``: cubic, ``interval=1``).
 
+**Masks are reselected** (``mask_policy="reselect"``, the default): the official forward uses
+``W * TopK(S)`` recomputed at every step, so an entry whose score rises above the cut comes back.
+The official dense ``W`` is kept under the mask, so its pruned entries keep their value and their
+score keeps learning through the straight-through estimator, ``dL/dS = (dL/dW') * W`` with the
+*dense* ``W``.  We zero ``W`` in place, so the base stores a pruned entry's value when it is pruned
+(``keeps_pruned_values``) and puts it back when it returns, and the score gradient uses
+``param + pruned_values`` (the dense weight).  The stored value is frozen while pruned (the official
+masked gradient is zero there; only AdamW's momentum and weight decay would still move it).
+``mask_policy="persistent"`` is the project's former rule: a pruned weight is zero and its score
+gets no gradient, so every choice of the ramp is final.
+
 Differences from the official code, forced by project-wide decisions:
 
-* Masks persist: a pruned entry never comes back (the official top-k is recomputed from ``S`` at
-  every step, so entries can regrow).  A pruned weight is zero, so its score gets no gradient.
 * The scores are updated from step 0 (the official code trains them during the dense warm-up
   too) until the last masking step; after the ramp the mask is frozen and they are not needed.
 * The official scores share the weights' linear-decay learning-rate schedule and their gradient
@@ -30,15 +39,16 @@ Differences from the official code, forced by project-wide decisions:
   ``max_grad_norm`` by ``rayprune.training.loop`` when set), so clipping reaches them only through
   ``grad`` (soft movement's penalty gradient is not clipped).
 
-**At fine-tuning budgets, prefer soft movement or a late one-shot schedule.**  Persistent masks
-make every early choice final, and the cubic ramp takes ~40 % of the weights in its first fifth,
-on scores that have seen a few dozen steps.  Measured on MiniLM-L6 / SST-2 (benchmarks/RESULTS.md):
-80 % and 90 % with the default ramp end at the majority class, at 300 and at 900 steps, while
-the same scores used once at 70 % of training (``schedule.kind: constant``) reach 0.638 against
-GMP's 0.617 under that schedule; soft movement, whose threshold rises late, reaches 0.80.
+**Why the policy matters.**  Under ``persistent`` masks every early choice is final, and the
+cubic ramp takes ~40 % of the weights in its first fifth, on scores that have seen a few dozen
+steps.  Measured on MiniLM-L6 / SST-2 (benchmarks/RESULTS.md): persistent, 80 % and 90 % with the
+default ramp end at the majority class, at 300 and at 900 steps, while the same scores used once
+at 70 % of training (``schedule.kind: constant``) reach 0.638 against GMP's 0.617 under that
+schedule.
 
 Memory: ``S``, its gradient and AdamW's two moments are four float32 buffers of the prunable
-set's size (16 bytes per weight, 170 MB for MiniLM-L6's encoder), plus the base's bool mask.
+set's size (16 bytes per weight, 170 MB for MiniLM-L6's encoder), plus the base's bool mask and,
+under ``reselect``, the pruned entries' stored values (one more buffer of the weights' dtype).
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
-from rayprune.methods.base import MethodOptions, TrainingContext
+from rayprune.methods.base import MaskPolicy, MethodOptions, TrainingContext, mask_policy_option
 from rayprune.methods.flat_scores import FlatScoreMethod, flat_views, ramp_window
 
 __all__ = ["MovementMethod", "MovementOptions"]
@@ -65,9 +75,12 @@ class MovementOptions(MethodOptions):
             (the official ``--global_topk``).
         score_learning_rate: learning rate of the scores' own AdamW (official 1e-2).
         mask_init: constant initial value of every score (official ``constant`` init, 0).
+        mask_policy: ``reselect`` (default: TopK of S at every step, pruned entries keep their
+            value and their score learns on) or ``persistent``.
     """
 
     selection: Literal["global", "layer"] = "layer"
+    mask_policy: MaskPolicy = mask_policy_option("reselect", "official TopK of S every step")
     score_learning_rate: float = 1e-2
     mask_init: float = 0.0
 
@@ -95,12 +108,13 @@ class MovementMethod(FlatScoreMethod):
     * ``after_backward``: every step up to the end of the ramp, sets ``S.grad = grad * W``.
     * ``after_optimizer_step``: steps the scores' AdamW and clears ``S.grad``.
     * ``step``: at every masking step, prunes the lowest ``S`` (per matrix by default) until the
-      requested sparsity is reached.
+      requested sparsity is reached; under ``reselect`` the top-k is taken afresh.
     """
 
     Options = MovementOptions
     description = "Movement pruning (Sanh et al. 2020): learned scores S, dL/dS = grad*W, top-k"
     schedule_defaults = {"kind": "cubic", "interval": 1}
+    keeps_pruned_values = True
 
     def prepare(self, model: nn.Module, targets: Sequence[str], context: TrainingContext) -> None:
         super().prepare(model, targets, context)
@@ -132,14 +146,18 @@ class MovementMethod(FlatScoreMethod):
         if grad is None:
             grad = self._scores_flat.grad = torch.zeros_like(self._scores_flat)
         offset = 0
-        for param in self.params.values():
+        for fqn, param in self.params.items():
             view = grad[offset : offset + param.numel()].view(param.shape)
             offset += param.numel()
             if param.grad is None:
                 view.zero_()
-            else:
-                # Straight-through estimator: dL/dS = (dL/dW') * W; W is W' (pruned entries 0).
-                torch.mul(param.grad.detach(), param.detach(), out=view)
+                continue
+            # Straight-through estimator: dL/dS = (dL/dW') * W with the dense W, which is
+            # param (pruned entries 0) plus the stored values of the pruned entries (reselect).
+            torch.mul(param.grad.detach(), param.detach(), out=view)
+            stored = self.pruned_values(fqn)
+            if stored is not None:
+                view.addcmul_(param.grad.detach(), stored)
 
     @torch.no_grad()
     def after_optimizer_step(self, model: nn.Module) -> None:
@@ -151,6 +169,33 @@ class MovementMethod(FlatScoreMethod):
 
     def flat_scores(self) -> torch.Tensor:
         return self._scores_flat.detach()
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, float]:
+        """The base's reselection numbers, plus, while the pruned entries' values are stored
+        (``reselect``): ``kept_weight_share``, the share of the dense weights' L1 mass
+        (sum of |W|, pruned entries at their stored values) that the kept entries hold, and
+        ``kept_weight_share_max``, the most any mask with the same number of kept entries per
+        target could hold (magnitude's choice).  A low ratio says the scores keep small
+        weights: the pruned model starts far from the fine-tuned one."""
+        numbers = super().diagnostics()
+        if not self._pruned_values or not self.params:
+            return numbers
+        kept = best = total = 0.0
+        for fqn, param in self.params.items():
+            stored = self.pruned_values(fqn)
+            dense = param.detach().abs().float()
+            if stored is not None:
+                dense = dense + stored.abs().float()  # disjoint supports: |param + stored|
+            mask = self.masks[fqn]
+            count = int(mask.count_nonzero())
+            kept += float(dense[mask].sum())
+            total += float(dense.sum())
+            if count:
+                best += float(torch.topk(dense.reshape(-1), count, sorted=False).values.sum())
+        total = max(total, 1e-30)
+        numbers.update(kept_weight_share=kept / total, kept_weight_share_max=best / total)
+        return numbers
 
     def finalize(self) -> nn.Module:
         model = super().finalize()

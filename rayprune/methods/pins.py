@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rayprune.methods.base import TrainingContext
+from rayprune.methods.base import MaskPolicy, TrainingContext, mask_policy_option
 from rayprune.methods.platon import PlatonMethod, PlatonOptions
 
 __all__ = ["PINSMethod", "PINSOptions", "confidence_weight", "self_distillation_loss"]
@@ -73,8 +73,13 @@ class PINSOptions(PlatonOptions):
             ``logging_steps`` = 50).
         self_distill: distil towards the best earlier checkpoint (``False`` ablates it: plain
             cross-entropy, no evaluations).
+        mask_policy: ``reselect`` (default: the official ``post_prune`` re-zeroes by the current
+            threshold at every masking step, with no persistent mask) or ``persistent``.
     """
 
+    mask_policy: MaskPolicy = mask_policy_option(
+        "reselect", "official post_prune re-zeroes by the current threshold, no persistent mask"
+    )
     beta2: float = 0.99
     temperature: float = 2.0
     eval_interval: int = 50

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from rayprune.methods.base import MethodOptions, PruningMethod, TrainingContext
+from rayprune.methods.base import MaskPolicy, MethodOptions, PruningMethod, TrainingContext, mask_policy_option
 
 __all__ = ["PlatonMethod", "PlatonOptions"]
 
@@ -51,8 +51,14 @@ class PlatonOptions(MethodOptions):
         delta_t: length of the local window in optimizer steps (the papers' deltaT).  ``None``
             (default) takes the run schedule's ``interval`` (10 in the paper defaults), so a window
             ends at every masking event.
+        mask_policy: ``reselect`` (default: the official code zeroes in place and recomputes the
+            mask from the scores at every masking event, so a weight can return, from 0) or
+            ``persistent``.
     """
 
+    mask_policy: MaskPolicy = mask_policy_option(
+        "reselect", "official code zeroes in place and re-thresholds every deltaT steps"
+    )
     beta1: float = 0.85
     beta2: float = 0.95
     delta_t: int | None = None
@@ -87,7 +93,10 @@ class PlatonMethod(PruningMethod):
       frozen and the statistics are no longer updated (saves the per-step work for the rest of
       training).
     * :meth:`step` (masking events of the cubic schedule, every ``interval`` = deltaT steps)
-      ranks all entries globally by Ī·Ū; masks persist (project convention, SPEC §10.1).
+      ranks all entries globally by Ī·Ū.  Under ``reselect`` (default) the mask is chosen afresh
+      at every event, as the official in-place zeroing does (SPEC §7.4, §10.1): a pruned entry's
+      importance |θ·g| is 0 while it is held at 0, so its Ī·Ū decays by about β1 per window and
+      it returns only if that still beats a kept entry; it restarts from 0.
 
     **Hook order, and why it differs from the official code.**  SPEC §7.4: the official code
     updates the scores *after* ``optimizer.step()``, from the ``.grad`` still held then, i.e. it

@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rayprune.methods.base import MethodOptions, PruningMethod, TrainingContext
+from rayprune.methods.base import MaskPolicy, MethodOptions, PruningMethod, TrainingContext, mask_policy_option
 from rayprune.methods.schedules import SparsitySchedule
 
 __all__ = ["RPPMethod", "RPPOptions", "soft_threshold_"]
@@ -106,7 +106,14 @@ class RPPOptions(MethodOptions):
         mlm_probability: fraction of tokens masked (BERT's 15 %).
         mlm_head_warmup_steps: head-only steps before the ``mlm`` stage when the MLM head is not
             pretrained (encoder untouched).
+        mask_policy: ``persistent`` (default: a zero fixed by a masking event stays pruned, SPEC
+            §6.2's fixed mask after the hard prune) or ``reselect`` (the magnitude top-up is
+            chosen again at every event; prox zeros and held zeros still score 0).
     """
+
+    mask_policy: MaskPolicy = mask_policy_option(
+        "persistent", "SPEC 6.2 fixes the hard-pruned zeros as the mask"
+    )
 
     lam: float = field(default=1e-2, metadata={"help": "reweighted-l1 strength lambda (> 0)"})
     eps: float = field(default=1e-3, metadata={"help": "alpha = 1/(|w| + eps); eps > 0"})
@@ -222,8 +229,10 @@ class RPPMethod(PruningMethod):
                 self.masks[fqn] &= param != 0
         zeros = self._pruned_count()
         measured = super().step(sparsity)
-        self.pruned_by_prox += zeros - before
-        self.pruned_by_magnitude += self._pruned_count() - zeros
+        after = self._pruned_count()
+        # Under reselect the cut may release zeros beyond the target (after < zeros).
+        self.pruned_by_prox += min(zeros, after) - before
+        self.pruned_by_magnitude += max(after - zeros, 0)
         return measured
 
     def _pruned_count(self) -> int:
@@ -234,6 +243,7 @@ class RPPMethod(PruningMethod):
         (``prox_pruned``) and by the magnitude top-up (``magnitude_pruned``)."""
         total = max(sum(m.numel() for m in self.masks.values()), 1)
         return {
+            **super().diagnostics(),
             "prox_pruned": self.pruned_by_prox / total,
             "magnitude_pruned": self.pruned_by_magnitude / total,
         }

@@ -13,7 +13,12 @@ step of the window) and for every prunable weight::
 ``m^ / sqrt(v^)`` is in [0, 1] (E|g| <= sqrt(E g^2)): about 1 when the gradient magnitude is
 steady and small when it is noisy, so of two weights with the same mean |g| the noisier one ranks
 lower.  Masks are re-selected at every step of the window with one global threshold
-(``schedule_defaults``: cubic, ``interval=1``) and frozen afterwards.
+(``schedule_defaults``: cubic, ``interval=1``; ``mask_policy="reselect"``) and frozen afterwards.
+A pruned weight returns only if its score beats a kept one; with ``I[pruned] = 0`` and, as in the
+official masked forward, no increment while it is pruned (our pruned weights are 0, so
+``|W * g| = 0``), its score stays 0, so in practice SEVEN's masks only grow, under either policy
+(SPEC §5.2: "monotone").  A returning weight would resume from its stored value
+(``keeps_pruned_values``: the official ``MaskedModule`` keeps the dense weight under ``W * M``).
 
 Our readings, where the official code and our interface differ (say so when comparing):
 
@@ -59,7 +64,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from rayprune.methods.base import MethodOptions, TrainingContext
+from rayprune.methods.base import MaskPolicy, MethodOptions, TrainingContext, mask_policy_option
 from rayprune.methods.flat_scores import FlatScoreMethod, flat_views, ramp_window
 
 __all__ = ["SevenMethod", "SevenOptions"]
@@ -72,8 +77,13 @@ class SevenOptions(MethodOptions):
     Attributes:
         alpha1: EMA factor of |g| (official default 0.8).
         alpha2: EMA factor of g**2 (official default 0.9; the README's example uses 0.8).
+        mask_policy: ``reselect`` (default: the official code recomputes the mask at every step
+            of the window) or ``persistent``.
     """
 
+    mask_policy: MaskPolicy = mask_policy_option(
+        "reselect", "official mask recomputed every step of the window"
+    )
     alpha1: float = 0.8
     alpha2: float = 0.9
 
@@ -105,6 +115,7 @@ class SevenMethod(FlatScoreMethod):
     )
     default_scope = "all_linear"
     schedule_defaults = {"kind": "cubic", "interval": 1}
+    keeps_pruned_values = True  # the official MaskedModule keeps the dense W under W * M
 
     def prepare(self, model: nn.Module, targets: Sequence[str], context: TrainingContext) -> None:
         super().prepare(model, targets, context)

@@ -27,8 +27,14 @@ under ``tau``, the sparsity stays below ``s(t)``.  What happens at the end is an
 * ``fill_to_target=True`` (default): at the ramp's last masking step the remaining gap to the
   target is pruned by lowest ``S`` even above ``tau`` (movement pruning's top-k for the rest), so
   every run ends at the requested sparsity, as the search and the method contract expect.  The
-  number of entries the fill pruned above ``tau`` is
+  number of entries of the final mask pruned although ``sigmoid(S) > tau`` is
   :attr:`SoftMovementMethod.filled_above_threshold` (0 = the threshold reached the target).
+
+**Masks are reselected** by default (``mask_policy="reselect"``): the official mask
+``sigmoid(S) > tau(t)`` is recomputed from ``S`` at every step, and ``S`` of a pruned entry keeps
+learning through the straight-through estimator (task gradient with the dense weight, as in
+:mod:`.movement`, plus the penalty), so an entry whose score climbs back above ``tau`` returns with
+its stored value.  ``persistent`` is the project's former rule.
 * ``fill_to_target=False``: the official reading; the run ends at
   ``min(target, #sigmoid(S) <= tau_final)``, possibly far below the target when ``final_lambda``
   is too weak for the run's length (search over ``final_lambda`` then).
@@ -49,7 +55,7 @@ from typing import Any, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
-from rayprune.methods.base import TrainingContext
+from rayprune.methods.base import MaskPolicy, TrainingContext, mask_policy_option
 
 from rayprune.methods.movement import MovementMethod, MovementOptions
 from rayprune.methods.flat_scores import ramp_window
@@ -71,9 +77,15 @@ class SoftMovementOptions(MovementOptions):
             official threshold only).
         score_learning_rate: learning rate of the scores' AdamW (official 1e-2).
         mask_init: constant initial score (0, i.e. sigmoid(S) = 0.5).
+        mask_policy: ``reselect`` (default: the official mask ``sigmoid(S) > tau(t)`` is
+            recomputed at every step, so an entry whose score climbs back above ``tau`` returns)
+            or ``persistent``.
     """
 
     selection: Literal["global", "layer"] = "global"
+    mask_policy: MaskPolicy = mask_policy_option(
+        "reselect", "official mask sigmoid(S) > tau recomputed every step"
+    )
     final_lambda: float = 400.0
     final_threshold: float = 0.1
     fill_to_target: bool = True
@@ -111,8 +123,8 @@ class SoftMovementMethod(MovementMethod):
       requested sparsity; at the ramp's last step with ``fill_to_target``, up to the target.
 
     Attributes:
-        filled_above_threshold: entries the final fill pruned although ``sigmoid(S) > tau``
-            (0 when the threshold reached the target by itself).
+        filled_above_threshold: entries of the mask left by the final fill that are pruned
+            although ``sigmoid(S) > tau`` (0 when the threshold reached the target by itself).
     """
 
     Options = SoftMovementOptions
@@ -167,15 +179,22 @@ class SoftMovementMethod(MovementMethod):
 
     def on_pruned(self, flat_indices: torch.Tensor) -> None:
         if self.pruning_ceiling() is None:
+            # The fill step: count every pruned entry above tau (under persistent only the
+            # newly pruned can be, as earlier ones were pruned at or below a lower tau).
             tau = self.threshold()
-            above = torch.sigmoid(self._scores_flat.detach()[flat_indices]) > tau
-            self.filled_above_threshold += int(above.count_nonzero())
+            pruned = ~torch.cat([self.masks[fqn].reshape(-1) for fqn in self.params])
+            above = pruned & (torch.sigmoid(self._scores_flat.detach()) > tau)
+            self.filled_above_threshold = int(above.count_nonzero())
 
     def diagnostics(self) -> dict[str, float]:
-        """``filled_above_threshold``: share of the prunable set that the final fill pruned
-        although ``sigmoid(S) > tau`` (0 when the penalty alone reached the target)."""
+        """``filled_above_threshold``: share of the prunable set that the final mask prunes
+        although ``sigmoid(S) > tau`` (0 when the penalty alone reached the target); plus the
+        base's reselection numbers."""
         total = sum(m.numel() for m in self.masks.values())
-        return {"filled_above_threshold": self.filled_above_threshold / max(total, 1)}
+        return {
+            **super().diagnostics(),
+            "filled_above_threshold": self.filled_above_threshold / max(total, 1),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

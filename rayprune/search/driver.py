@@ -1,16 +1,19 @@
 """The search driver: PreparedSearch -> Tuner(OptunaSearch, ASHA) -> Pareto front.
 
 Runs on the driver: it ships the tokenised task to trials through Ray's object store
-(``tune.with_parameters``), trains the shared teacher if a method needs one, owns the MLflow
-tracking (trials never open the store), and writes the search directory::
+(``tune.with_parameters``), trains the dense reference (also the teacher of distilling trials)
+and computes the floor (:mod:`rayprune.search.criteria`), owns the MLflow tracking (trials never open the store), and writes the search directory::
 
     <output>/<name>/
       search.json      settings + data info (read by `rayprune pareto/export/train`)
-      ray/             Ray Tune storage (trial results and checkpoints)
+      driver.lock      held by the live driver (one driver per search directory)
+      ray/             Ray Tune storage (trial results and checkpoints), unless --storage /
+                       `storage:` puts it at <storage>/<name> (a bucket or a shared mount)
       mlflow.db        default MLflow store (absolute sqlite URI), mlartifacts/ beside it
+      optuna.db        the Optuna study (named after the search; `optuna-dashboard sqlite:///<dir>/optuna.db`)
       results.csv      one row per trial (last report)
-      pareto.csv/.png/.html   the front over trials that ran their full budget
-      teacher/         the dense teacher, when one was needed
+      pareto.csv/.png/.html/.json   the front over full-budget trials judged ok, and why others are not
+      reference/       the dense reference (and teacher), unless `reference: none`
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ import shutil
 from pathlib import Path
 
 from rayprune.config import SearchSpec
-from rayprune.errors import SpecError
 from rayprune.search.preflight import PreparedSearch
 from rayprune.search.results import collect_rows, write_pareto
 from rayprune.training.config import TrialSettings
@@ -34,9 +36,9 @@ def _scheduler(spec: SearchSpec, settings: TrialSettings):
     from rayprune.search.schedulers import create_scheduler
 
     return create_scheduler(
-        spec.scheduler["kind"], objectives=spec.objectives, time_attr="training_iteration",
-        max_t=settings.num_evals, grace_period=min(int(spec.scheduler["grace_period"]), settings.num_evals),
-        reduction_factor=float(spec.scheduler["reduction_factor"]),
+        spec.scheduler.kind, objectives=spec.objectives, time_attr="training_iteration",
+        max_t=settings.num_evals, grace_period=min(spec.scheduler.grace_period, settings.num_evals),
+        reduction_factor=spec.scheduler.reduction_factor, constraints=settings.constraints,
     )
 
 
@@ -53,16 +55,51 @@ def reuse_actors(spec: SearchSpec) -> bool:
     return not spec.gpu
 
 
-def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, address: str | None = None,
-               resume: bool = False, verbose: int = 1, log=print) -> dict:
-    """Run the search; return a summary (rows, front, hypervolume, paths)."""
+def run_search(prepared: PreparedSearch, *, resume: bool = False, log=print, **options) -> dict:
+    """Run the search holding its directory's lock; return a summary (rows, front, hypervolume, paths).
+
+    Before anything runs, refuses (:class:`~rayprune.errors.SpecError`) a directory another live
+    driver holds, a finished search run again without ``resume``, and a resume whose space
+    changed (:mod:`rayprune.search.lock`).  Options are :func:`_run_search`'s; ``storage``
+    defaults to the space file's ``storage:``.
+    """
+    from rayprune.search.lock import SearchDirLock, check_start
+
+    spec = prepared.spec
+    with SearchDirLock(prepared.search_dir) as lock:
+        if lock.taken_over:
+            log(f"taking over {lock.path}: its driver (PID {lock.taken_over.get('pid')} on "
+                f"{lock.taken_over.get('host')}) is gone")
+        check_start(prepared.search_dir, spec.to_dict(), spec.raw_hash, spec.path, resume=resume)
+        if options.get("storage") is None:
+            options["storage"] = getattr(spec, "storage", None)
+        return _run_search(prepared, resume=resume, log=log, **options)
+
+
+def _run_search(prepared: PreparedSearch, *, storage: str | None = None, tracking_uri: str | None = None,
+                address: str | None = None, resume: bool = False, verbose: int = 1, log=print, trainable=None,
+                stop=None, live_front: bool = True) -> dict:
+    """Run the search; return a summary (rows, front, hypervolume, paths).
+
+    Args:
+        trainable: the Ray function trainable, called as ``trainable(config, settings=...,
+            data=prepared.data)``.  Default: the live one (:func:`rayprune.training.trainable.tune_trainable`),
+            for which a dense teacher is trained first when a method distils.  A replayed search
+            (:mod:`rayprune.search.replay`) passes its own, so replay and live runs share this path.
+        stop: a Ray Tune ``Stopper`` (``RunConfig(stop=...)``), e.g. a trial-step budget.
+        live_front: refresh the front, its plots and the MLflow parent after every trial that
+            ends (~0.3 s each, mostly the plots).  False writes them once at the end: what a
+            benchmark replaying thousands of trials wants (benchmarks/bench_search.py).
+    """
     import ray
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
 
-    from rayprune.methods import get_method
+    from rayprune.search.failures import RetryReporter, install_retry_policy, max_retries
+    from rayprune.search.lock import check_resume_files_trusted
+    from rayprune.search.storage import check_reachable_by_all_nodes, resolve_storage
     from rayprune.search.searcher import create_searcher
-    from rayprune.training.teacher import ensure_teacher
+    from rayprune.search.criteria import establish_criteria
     from rayprune.tracking.callback import MLflowTrackingCallback
     from rayprune.tracking.mlflow_tracker import SearchTracker, default_tracking_uri
     from rayprune.training.trainable import tune_trainable
@@ -70,25 +107,50 @@ def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, add
     spec, settings, search_dir = prepared.spec, prepared.settings, prepared.search_dir
     search_dir.mkdir(parents=True, exist_ok=True)
     meta_file = search_dir / "search.json"
-    if meta_file.exists() and not resume:
-        old = json.loads(meta_file.read_text())
-        if old.get("spec_hash") != spec.raw_hash:
-            raise SpecError(f"{search_dir} already holds a search from a different space file; "
-                            f"use another `name:` or --output, or --resume with the same file")
-    if resume and meta_file.exists():
-        old = json.loads(meta_file.read_text())
-        if old.get("spec_hash") != spec.raw_hash:
-            raise SpecError(f"{spec.path}: the space changed since the search started; "
-                            f"Ray Tune cannot restore a search into a different space")
 
-    if any(get_method(m).needs_teacher for m in spec.methods()):
-        settings = dataclasses.replace(settings, teacher_dir=ensure_teacher(
-            search_dir, settings, prepared.data, model=spec.teacher.get("model"),
-            steps=spec.teacher.get("steps"), learning_rate=spec.teacher.get("learning_rate"), log=log))
+    # Tracking (issue 11): a dead or wrong --tracking-uri is reported within seconds, before Ray
+    # starts; MLflow calls get short timeouts, and what MLflow cannot take is journaled in the
+    # search directory (rayprune.tracking.mlflow_tracker), so tracking never stalls the trials.
+    from rayprune.tracking.uris import check_tracking_uri, configure_tracking_timeouts
+
+    configure_tracking_timeouts()
+    if tracking_uri:
+        check_tracking_uri(tracking_uri)
+
+    # Ray's new output engine ignores our live table (CLIReporter); use the classic one.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not ray.is_initialized():
+        env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
+               if k in os.environ}
+        # No address: a new in-process instance ("local"), as the CLI documents.  Ray's own
+        # default would attach to whatever cluster /tmp/ray last recorded, even a dead one.
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                 log_to_driver=verbose > 1,
+                 runtime_env={"env_vars": env} if env else None, configure_logging=verbose > 1)
+    # Before the teacher or any trial: every node must reach the storage, and a resume must
+    # not unpickle state that someone else could have written.
+    ray_storage = resolve_storage(storage, search_dir, spec.name)
+    check_reachable_by_all_nodes(ray_storage)
+    experiment_path = ray_storage.experiment_path
+    restore = resume and Tuner.can_restore(experiment_path)
+    if restore and ray_storage.local_path is not None:
+        check_resume_files_trusted(ray_storage.local_path, Path(experiment_path))
+    elif restore:
+        log(f"resuming from {experiment_path}: Ray unpickles its state, so whoever can write there "
+            f"can run code in this driver")
+
+    live = trainable is None
+    from rayprune.search.replay import ReplayData
+
+    if isinstance(prepared.data, ReplayData):  # the table recorded the floor and the reference
+        settings, criteria, reference = *prepared.data.criteria(spec, settings), None
+    else:
+        settings, criteria, reference = establish_criteria(prepared, settings, train_reference=live, log=log)
 
     meta = {
         "spec_hash": spec.raw_hash, "spec": spec.to_dict(), "settings": dataclasses.asdict(settings),
-        "data": prepared.data_info, "objectives": spec.objectives,
+        "data": prepared.data_info, "objectives": spec.objectives, "criteria": criteria.describe(),
+        "ray_storage": ray_storage.experiment_path,
     }
     meta_file.write_text(json.dumps(meta, indent=1, default=str))
     if Path(spec.path).is_file():
@@ -101,24 +163,30 @@ def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, add
     tracker.log_search_params({
         "model": spec.model, "task": prepared.data_info["task"], "metric": settings.metric,
         "steps_per_trial": settings.steps, "num_samples": spec.num_samples,
-        "max_concurrent": spec.max_concurrent, "scheduler": spec.scheduler["kind"],
+        "max_concurrent": spec.max_concurrent, "scheduler": spec.scheduler.kind,
         "algorithm": spec.algorithm, "methods": ",".join(spec.methods()),
     })
-
-    # Ray's new output engine ignores our live table (CLIReporter); use the classic one.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if not ray.is_initialized():
-        env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
-               if k in os.environ}
-        ray.init(address=address, include_dashboard=False, log_to_driver=verbose > 1,
-                 runtime_env={"env_vars": env} if env else None, configure_logging=verbose > 1)
+    # The dense reference as a child run tagged role=reference, reference_<metric> and the floor on
+    # the parent (the MLflow tracker gains log_reference with the tracking work of issue 9).
+    log_reference = getattr(tracker, "log_reference", None)
+    if log_reference is not None:
+        log_reference(reference.metrics if reference is not None else None, metric=settings.metric,
+                      floor=criteria.floor, info=_reference_info(reference, criteria))
 
     trainable = tune.with_resources(
-        tune.with_parameters(tune_trainable, settings=settings, data=prepared.data),
+        tune.with_parameters(tune_trainable if live else trainable, settings=settings, data=prepared.data),
         {"cpu": spec.cpu, "gpu": spec.gpu},
     )
-    storage = str((search_dir / "ray").resolve())
-    callbacks = [MLflowTrackingCallback(tracker)]
+    install_retry_policy()
+
+    def refresh_front(ended_results: list) -> None:
+        # Live MLflow view: after every trial that ends, the front, its hypervolume and the
+        # parent's note are refreshed from the trials ended so far.
+        write_pareto(search_dir, collect_rows(ended_results, settings), metric=settings.metric,
+                     criteria=criteria, tracker=tracker)
+
+    callbacks = [MLflowTrackingCallback(tracker, on_trial_end=refresh_front if live_front else None),
+                 RetryReporter(log)]
     from ray.tune import CLIReporter
 
     reporter = CLIReporter(
@@ -127,19 +195,21 @@ def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, add
         max_report_frequency=20, sort_by_metric=False,
     )
     run_config = RunConfig(
-        name="tune", storage_path=storage, callbacks=callbacks,
-        checkpoint_config=CheckpointConfig(num_to_keep=max(1, int(spec.training["checkpoint_keep"]))),
-        failure_config=FailureConfig(max_failures=0, fail_fast=False),
-        progress_reporter=reporter, verbose=verbose,
+        name=ray_storage.experiment_name, storage_path=ray_storage.storage_path, callbacks=callbacks,
+        checkpoint_config=CheckpointConfig(num_to_keep=max(1, spec.training.checkpoint_keep)),
+        # Retries for trials whose node or worker died; own-fault errors are not retried.
+        failure_config=FailureConfig(max_failures=max_retries(spec), fail_fast=False),
+        progress_reporter=reporter, verbose=verbose, stop=stop,
     )
-    experiment_path = os.path.join(storage, "tune")
     try:
-        if resume and Tuner.can_restore(experiment_path):
+        if restore:
             tuner = Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
         else:
             tuner = Tuner(
                 trainable,
-                tune_config=TuneConfig(search_alg=create_searcher(spec), scheduler=_scheduler(spec, settings),
+                tune_config=TuneConfig(search_alg=create_searcher(spec, constraints=settings.constraints,
+                                                                        search_dir=search_dir),
+                                       scheduler=_scheduler(spec, settings),
                                        num_samples=spec.num_samples, reuse_actors=reuse_actors(spec)),
                 run_config=run_config,
             )
@@ -155,8 +225,18 @@ def run_search(prepared: PreparedSearch, *, tracking_uri: str | None = None, add
     for row in rows:
         if row["trial_id"] in unfinished:
             row["status"] = "interrupted"
-    summary = write_pareto(search_dir, rows, metric=settings.metric, tracker=tracker)
-    tracker.finish("KILLED" if interrupted else "FINISHED")
+    summary = write_pareto(search_dir, rows, metric=settings.metric, criteria=criteria, tracker=tracker)
+    # finish() replays what an outage kept back; what is still pending waits for `rayprune sync`.
+    summary["tracking_pending"] = tracker.finish("KILLED" if interrupted else "FINISHED")
     summary["errors"] = results.num_errors
     summary["interrupted"] = interrupted
+    summary["reference"] = _reference_info(reference, criteria)
     return summary
+
+
+def _reference_info(reference, criteria) -> dict:
+    """The reference and floor as the tracker, ``search.json`` readers and the CLI show them."""
+    if reference is None:
+        return {"floor": criteria.floor, "reference": "none"}
+    return {"floor": criteria.floor, "reference": reference.path, "reference_metric": criteria.reference_metric,
+            "reference_trained": reference.trained, "reference_steps": reference.steps}

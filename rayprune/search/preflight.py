@@ -3,7 +3,6 @@ and the task is tokenised once (trials get it through Ray's object store)."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -26,17 +25,6 @@ class PreparedSearch:
     data_info: dict
 
 
-def _data_spec(spec: SearchSpec):
-    from rayprune.data import DataSpec
-
-    fields = {f.name for f in dataclasses.fields(DataSpec)}
-    kwargs = {k: v for k, v in spec.data.items() if k in fields}
-    try:
-        return DataSpec(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise SpecError(f"{spec.path}: data: {err}") from None
-
-
 def prepare_search(spec: SearchSpec, *, output: str | Path = "rayprune_runs", data_dir: str | None = None,
                    log=print) -> PreparedSearch:
     """Preflight: the model, tokenizer and dataset resolve, the metric exists; tokenise once.
@@ -45,10 +33,10 @@ def prepare_search(spec: SearchSpec, *, output: str | Path = "rayprune_runs", da
         SpecError: anything the user must fix, naming the file and key.
     """
     from rayprune.data import load_task, tokenize_task
-    from rayprune.models import load_model_and_tokenizer, resolve_model_path
+    from rayprune.models import load_model_and_tokenizer
 
     try:
-        task = load_task(_data_spec(spec), data_dir=data_dir)
+        task = load_task(spec.data, data_dir=data_dir)
     except SpecError:
         raise
     except (ValueError, FileNotFoundError) as err:
@@ -66,25 +54,21 @@ def prepare_search(spec: SearchSpec, *, output: str | Path = "rayprune_runs", da
         _, tokenizer = load_model_and_tokenizer(model_name, num_labels=task.num_labels, is_regression=task.is_regression)
     except ValueError as err:
         raise SpecError(f"{spec.path}: model: {err}") from None
-    data = tokenize_task(task, tokenizer, max_seq_length=int(spec.data.get("max_seq_length", 128)))
+    data = tokenize_task(task, tokenizer, max_seq_length=spec.data.max_seq_length)
     training = spec.training
-    steps = training["steps"]
+    steps = training.steps
     if steps is None:
-        steps = max(1, int(math.ceil(training["epochs"] * len(data.train) / training["batch_size"])))
-    settings = TrialSettings(
-        model=model_name, metric=metric, steps=int(steps), batch_size=training["batch_size"],
-        eval_batch_size=training["eval_batch_size"], eval_interval=min(training["eval_interval"], int(steps)),
-        learning_rate=training["learning_rate"], weight_decay=training["weight_decay"],
-        warmup_ratio=training["warmup_ratio"], max_grad_norm=training["max_grad_norm"],
-        seed=training["seed"],
+        steps = max(1, int(math.ceil(training.epochs * len(data.train) / training.batch_size)))
+    settings = TrialSettings.from_section(
+        training, model=model_name, metric=metric, steps=int(steps),
         # Fixed thread count: `rayprune train` on an exported config then reproduces the trial.
-        threads=training["threads_per_trial"] or max(1, int(spec.cpu)),
+        threads=training.threads_per_trial or max(1, int(spec.cpu)),
     )
     search_dir = (Path(output) / spec.name).resolve()
     data_info = {
         "task": task.name, "num_labels": task.num_labels, "is_regression": task.is_regression,
         "metrics": list(task.metrics), "train_examples": len(data.train),
         "selection_examples": len(data.selection), "eval_examples": len(data.eval),
-        "max_seq_length": int(spec.data.get("max_seq_length", 128)), "data_dir": data_dir,
+        "max_seq_length": spec.data.max_seq_length, "data_dir": data_dir,
     }
     return PreparedSearch(spec, settings, data, search_dir, data_info)

@@ -6,13 +6,24 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from rayprune.errors import SpecError
 
-__all__ = ["collect_rows", "write_pareto", "load_search_dir", "reached_full_budget"]
+__all__ = ["collect_rows", "write_pareto", "load_search_dir", "reached_full_budget", "Criteria",
+           "constraint_violations", "CONSTRAINT_KEYS", "VERDICTS", "front_report"]
+
+#: ``objective.constraints`` keys -> the result key each one bounds.
+CONSTRAINT_KEYS = {"min_retained": "retained", "max_parameters": "parameters", "max_latency_ms": "latency_ms"}
+
+#: A trial's verdict: ``ok`` (may be on the front), ``collapsed`` (not clearly above the floor or
+#: below ``objective.min_metric/min_retained``), ``infeasible`` (violates a constraint),
+#: ``failed`` (errored, non-finite, or far below its target sparsity).
+VERDICTS = ("ok", "collapsed", "failed", "infeasible")
 
 # A trial's ``budget_fraction`` is step / total steps, a float: it ran its full budget when the
 # fraction is 1 up to rounding.
@@ -28,6 +39,106 @@ def reached_full_budget(budget_fraction) -> bool:
         return False
 
 
+def constraint_violations(result: Mapping, constraints: Mapping | None) -> dict[str, float]:
+    """How far ``result`` violates each configured constraint, relative to its bound: ``> 0``
+    violated, ``<= 0`` met (Optuna's convention, also used by the front and MO-ASHA).
+
+    A constraint whose measurement is missing from ``result`` is left out (``latency_ms`` and
+    ``parameters`` are measured at a trial's last evaluation only).
+    """
+    out = {}
+    for name, bound in (constraints or {}).items():
+        key = CONSTRAINT_KEYS.get(name)
+        if key is None or bound is None:
+            continue
+        try:
+            value = float(result.get(key))
+        except (TypeError, ValueError):
+            continue
+        if not np.isfinite(value):
+            out[name] = 1.0  # unmeasurable: treated as violated
+            continue
+        bound = float(bound)
+        scale = abs(bound) or 1.0
+        out[name] = (bound - value) / scale if name.startswith("min_") else (value - bound) / scale
+    return out
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What a finished trial must meet to be a front member (its verdict ``ok``).
+
+    Attributes:
+        metric: the objective metric.
+        floor: the best constant predictor's ``metric`` on the eval split
+            (:func:`rayprune.metrics.constant_floor`); also the hypervolume's reference point.
+        eval_examples: size of the eval split (for the metric's standard error).
+        reference_metric: the dense reference's ``metric`` (None: no reference).
+        min_metric / min_retained: ``objective.min_metric`` / ``objective.min_retained``.
+        constraints: ``objective.constraints`` (``min_retained``, ``max_parameters``,
+            ``max_latency_ms``; None = unset).
+    """
+
+    metric: str
+    floor: float
+    eval_examples: int
+    reference_metric: float | None = None
+    min_metric: float | None = None
+    min_retained: float | None = None
+    constraints: Mapping = field(default_factory=dict)
+
+    def verdict(self, row: Mapping) -> tuple[str, str]:
+        """(verdict, reason) of one results row (a trial's last report)."""
+        from rayprune.metrics import standard_error
+
+        if row["status"] in ("error", "failed"):
+            return "failed", str(row.get("error") or "the trial raised an error")
+        value = _float(row.get(self.metric))
+        if not np.isfinite(value) or not np.isfinite(_float(row.get("sparsity"))):
+            return "failed", f"non-finite {self.metric} or sparsity in the last report"
+        margin = standard_error(self.metric, value, self.eval_examples) if self.eval_examples else 0.0
+        if value <= self.floor + margin:
+            return "collapsed", (f"{self.metric} {value:.4f} is not clearly above the floor {self.floor:.4f} "
+                                 f"(a constant predictor; standard error {margin:.4f})")
+        if self.min_metric is not None and value < self.min_metric:
+            return "collapsed", f"{self.metric} {value:.4f} is below objective.min_metric {self.min_metric}"
+        retained = _float(row.get("retained"))
+        if self.min_retained is not None and np.isfinite(retained) and retained < self.min_retained:
+            return "collapsed", f"retained {retained:.4f} is below objective.min_retained {self.min_retained}"
+        violated = {k: v for k, v in constraint_violations(row, self.constraints).items() if v > 0}
+        if violated:
+            return "infeasible", "violates " + ", ".join(
+                f"{k} {self.constraints[k]} ({CONSTRAINT_KEYS[k]} {_float(row.get(CONSTRAINT_KEYS[k])):.4g})"
+                for k in violated)
+        return "ok", ""
+
+    def describe(self) -> dict:
+        """The criteria as written to ``pareto.json``."""
+        return {"floor": self.floor, "reference_metric": self.reference_metric, "min_metric": self.min_metric,
+                "min_retained": self.min_retained,
+                "constraints": {k: v for k, v in dict(self.constraints).items() if v is not None},
+                "eval_examples": self.eval_examples}
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _is_trial_failure(error) -> bool:
+    """Whether a trial's error is :class:`rayprune.training.loop.TrialFailed` (a diverged or
+    under-pruned trial) rather than a crash.  Ray wraps it, so the name is matched."""
+    return error is not None and "TrialFailed" in f"{type(error).__name__} {error}"
+
+
+def _error_reason(error) -> str:
+    """The error's own last line (Ray's wrapper puts the traceback first)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else type(error).__name__
+
+
 def collect_rows(results, settings) -> list[dict]:
     """One row per trial from a ResultGrid: last metrics, config, checkpoint, status."""
     rows = []
@@ -35,6 +146,10 @@ def collect_rows(results, settings) -> list[dict]:
         metrics = result.metrics or {}
         trial_id = metrics.get("trial_id") or Path(result.path).name
         checkpoint = result.checkpoint.path if result.checkpoint is not None else ""
+        if result.error is not None:
+            status = "failed" if _is_trial_failure(result.error) else "error"
+        else:
+            status = "complete" if reached_full_budget(metrics.get("budget_fraction", 0.0)) else "stopped"
         rows.append({
             "trial_id": trial_id,
             "method": result.config.get("method"),
@@ -43,48 +158,109 @@ def collect_rows(results, settings) -> list[dict]:
             "sparsity": metrics.get("sparsity", float("nan")),
             "sparsity_encoder": metrics.get("sparsity_encoder", float("nan")),
             "budget_fraction": metrics.get("budget_fraction", 0.0),
-            "status": "error" if result.error else (
-                "complete" if reached_full_budget(metrics.get("budget_fraction", 0.0)) else "stopped"),
+            "status": status,
+            "error": _error_reason(result.error) if result.error is not None else "",
+            **{key: metrics[key] for key in ("retained", "parameters", "latency_ms") if key in metrics},
             "checkpoint": checkpoint,
             "config": json.dumps(result.config, sort_keys=True, default=str),
         })
     return rows
 
 
-def write_pareto(search_dir: Path, rows: list[dict], *, metric: str, tracker=None) -> dict:
-    """Compute the front over full-budget trials; write results/pareto tables, plots; log them."""
+def write_pareto(search_dir: Path, rows: list[dict], *, metric: str, criteria: Criteria | None = None,
+                 tracker=None) -> dict:
+    """Judge every trial, compute the front over full-budget ``ok`` trials, write the results and
+    pareto tables, plots, ``pareto.json``; log them.
+
+    Every row gets ``verdict``/``verdict_reason`` (:class:`Criteria`) and ``pareto``.
+    ``pareto.csv`` lists the front, then every full-budget trial kept off it by its verdict
+    (``collapsed``/``infeasible``, ``pareto`` false, with the reason), so a reader sees which
+    trials did not count and why.  The hypervolume is measured from the floor (and
+    sparsity 0), so a front of chance-level models has none.  Without ``criteria`` (a search
+    directory written before the floor existed) the floor is the metric's worst value.
+    """
     from rayprune.pareto import hypervolume_2d, pareto_front
 
     search_dir = Path(search_dir)
-    _write_csv(search_dir / "results.csv", rows)
-    complete = [r for r in rows if r["status"] == "complete"
-                and all(np.isfinite(float(r[k])) for k in (metric, "sparsity"))]
-    front_rows: list[dict] = []
-    hv = 0.0
-    if complete:
-        points = np.array([[float(r[metric]), float(r["sparsity"])] for r in complete])
-        idx = pareto_front(points, ["max", "max"])
-        front_rows = sorted((complete[i] for i in idx), key=lambda r: float(r["sparsity"]))
-        ref = _reference_point(metric)
-        hv = float(hypervolume_2d(points[idx], ["max", "max"], ref))
+    criteria = criteria or Criteria(metric=metric, floor=_worst_value(metric), eval_examples=0)
     for r in rows:
-        r["pareto"] = any(r["trial_id"] == f["trial_id"] for f in front_rows)
-    _write_csv(search_dir / "pareto.csv", front_rows)
+        r["verdict"], r["verdict_reason"] = criteria.verdict(r)
+    complete = [r for r in rows if r["status"] == "complete"
+                and all(np.isfinite(_float(r[k])) for k in (metric, "sparsity"))]
+
+    def front_of(candidates: list[dict]) -> list[dict]:
+        if not candidates:
+            return []
+        points = np.array([[float(r[metric]), float(r["sparsity"])] for r in candidates])
+        return [candidates[i] for i in pareto_front(points, ["max", "max"])]
+
+    front_rows = sorted(front_of([r for r in complete if r["verdict"] == "ok"]), key=lambda r: float(r["sparsity"]))
+    front_ids = {r["trial_id"] for r in front_rows}
+    excluded = sorted((r for r in complete if r["verdict"] != "ok"), key=lambda r: float(r["sparsity"]))
+    reference_point = [criteria.floor, 0.0]
+    hv = 0.0
+    if front_rows:
+        points = np.array([[float(r[metric]), float(r["sparsity"])] for r in front_rows])
+        hv = float(hypervolume_2d(points, ["max", "max"], reference_point))
+    for r in rows:
+        r["pareto"] = r["trial_id"] in front_ids
+    _write_csv(search_dir / "results.csv", rows)
+    _write_csv(search_dir / "pareto.csv", front_rows + excluded)
     from rayprune.search.plots import plot_front
 
-    png, html = plot_front(search_dir, rows, front_rows, metric)
+    png, html = plot_front(search_dir, rows, front_rows, metric, floor=criteria.floor,
+                           reference=criteria.reference_metric)
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    constrained = {k: v for k, v in dict(criteria.constraints).items() if v is not None}
+    met = sum(1 for r in complete if not any(v > 0 for v in constraint_violations(r, constrained).values()))
     (search_dir / "pareto.json").write_text(json.dumps(
-        {"metric": metric, "hypervolume": hv, "front": front_rows}, indent=1, default=str))
+        {"metric": metric, "hypervolume": hv,
+         "hypervolume_reference_point": {metric: reference_point[0], "sparsity": reference_point[1]},
+         **criteria.describe(), "verdicts": counts, "statuses": {s: sum(r["status"] == s for r in rows) for s in
+                                                                 ("complete", "stopped", "error", "failed", "interrupted")},
+         "constraints_met": met if constrained else None, "full_budget_trials": len(complete),
+         "front": front_rows, "excluded": excluded},
+        indent=1, default=str))
     if tracker is not None:
-        tracker.log_pareto(front_rows, complete, metric=metric, hypervolume=hv,
+        tracker.log_pareto(front_rows, rows, metric=metric, hypervolume=hv,
                            figure_png=png, figure_html=html, table_csv=search_dir / "pareto.csv")
-    return {"rows": rows, "front": front_rows, "hypervolume": hv, "search_dir": str(search_dir)}
+    return {"rows": rows, "front": front_rows, "excluded": excluded, "hypervolume": hv,
+            "criteria": criteria.describe(), "verdicts": counts, "search_dir": str(search_dir)}
 
 
-def _reference_point(metric: str) -> list[float]:
-    """Hypervolume reference (worst values) in the objectives' own units: metric floor, sparsity 0."""
-    floor = -1.0 if metric in ("matthews_correlation", "pearson", "spearman") else 0.0
-    return [floor, 0.0]
+def front_report(pareto: Mapping) -> list[str]:
+    """Lines the CLI prints under the front (``rayprune search`` and ``rayprune pareto``), from
+    ``pareto.json``: the reference and floor, the constraints and how many full-budget trials
+    met them, the trials kept off the front and why, and the count of each verdict."""
+    metric = pareto["metric"]
+    lines = []
+    for row in pareto.get("excluded", []):
+        lines.append(f"{row['trial_id']:<14} {str(row['method']):<14} {float(row['target_sparsity']):>7.3f} "
+                     f"{float(row['sparsity']):>9.4f} {float(row[metric]):>22.4f}  {row['verdict'].upper()}: "
+                     f"{row['verdict_reason']}")
+    if lines:
+        lines.insert(0, "kept off the front by their verdict:")
+    reference = pareto.get("reference_metric")
+    lines.append(f"dense reference {metric}: " + (f"{reference:.4f}" if reference is not None else "none"))
+    lines.append(f"floor {metric}: {pareto.get('floor', float('nan')):.4f} (best constant predictor; the "
+                 f"hypervolume is measured from it)")
+    bounds = {k: pareto.get(k) for k in ("min_metric", "min_retained") if pareto.get(k) is not None}
+    if bounds:
+        lines.append("objective bounds: " + ", ".join(f"{k} {v}" for k, v in bounds.items()))
+    constraints = pareto.get("constraints") or {}
+    if constraints:
+        lines.append("constraints: " + ", ".join(f"{k} {v}" for k, v in constraints.items())
+                     + f"; met by {pareto.get('constraints_met')} of {pareto.get('full_budget_trials')} "
+                       f"full-budget trials")
+    verdicts = pareto.get("verdicts") or {}
+    if verdicts:
+        lines.append("verdicts: " + ", ".join(f"{n} {k}" for k, n in verdicts.items()))
+    return lines
+
+
+def _worst_value(metric: str) -> float:
+    """The metric's worst possible value (correlations reach -1, the others 0)."""
+    return -1.0 if metric in ("matthews_correlation", "pearson", "spearman") else 0.0
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -98,7 +274,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def load_search_dir(search_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
-    """(search.json, results rows, pareto rows) of a finished search directory."""
+    """(search.json, results rows, front members) of a finished search directory."""
     search_dir = Path(search_dir)
     meta_file = search_dir / "search.json"
     if not meta_file.exists():
@@ -112,4 +288,7 @@ def load_search_dir(search_dir: str | Path) -> tuple[dict, list[dict], list[dict
         with open(path) as fh:
             return list(csv.DictReader(fh))
 
-    return meta, read("results.csv"), read("pareto.csv")
+    # pareto.csv also lists the trials kept off the front (``pareto`` False); older search
+    # directories have no such column and hold only members.
+    front = [r for r in read("pareto.csv") if r.get("pareto", "True") == "True"]
+    return meta, read("results.csv"), front

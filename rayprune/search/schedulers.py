@@ -127,6 +127,10 @@ class _Rung:
       is among the first ``ceil(n / rf)``.  Ties favour the arriving trial, as Ray's ``>=``
       cutoff does.
 
+    * when any recorded trial violates a constraint (``violation > 0``, the sum of its relative
+      violations): feasible trials first, ordered as above, then infeasible ones by increasing
+      violation; the arriving trial continues iff it is among the first ``ceil(n / rf)``.
+
     Only the arriving trial is decided: trials already past the rung are never revisited (ASHA
     is asynchronous and only ever stops the trial that just reported).
     """
@@ -136,14 +140,21 @@ class _Rung:
         self.reduction_factor = reduction_factor
         self.modes = tuple(modes)
         self.recorded: dict[str, np.ndarray] = {}  # trial id -> (k,) minimised vector
+        self.violations: dict[str, float] = {}  # trial id -> constraint violation (> 0: infeasible)
 
     def __contains__(self, trial_id: str) -> bool:
         return trial_id in self.recorded
 
-    def decide(self, trial_id: str, minimised: np.ndarray) -> bool:
-        """Record ``trial_id``'s minimised (k,) vector and return True if it continues."""
+    def decide(self, trial_id: str, minimised: np.ndarray, violation: float = 0.0) -> bool:
+        """Record ``trial_id``'s minimised (k,) vector and constraint violation; return True if it
+        continues."""
+        other_ids = list(self.recorded)
         others = list(self.recorded.values())
         self.recorded[trial_id] = minimised
+        self.violations[trial_id] = float(violation)
+        ids = [trial_id] + other_ids
+        if any(self.violations.get(i, 0.0) > 0 for i in ids):
+            return self._decide_with_constraints(trial_id, ids)
         if len(self.modes) == 1 and not np.isnan(minimised[0]):
             finite = [-v[0] for v in others if not np.isnan(v[0])]
             if not finite:
@@ -157,6 +168,20 @@ class _Rung:
         keep = math.ceil(points.shape[0] / self.reduction_factor)
         return bool(np.flatnonzero(order == 0)[0] < keep)
 
+    def _decide_with_constraints(self, trial_id: str, ids: list[str]) -> bool:
+        """Feasible trials first (by rank and crowding), then infeasible ones by violation; the
+        arriving trial (first in ``ids``) wins ties."""
+        feasible = [i for i in ids if self.violations.get(i, 0.0) <= 0]
+        infeasible = sorted((i for i in ids if self.violations.get(i, 0.0) > 0), key=lambda i: self.violations[i])
+        ranking = []
+        if feasible:
+            points = np.stack([self.recorded[i] for i in feasible])
+            order = pareto.sort_by_rank_and_crowding(points, ["min"] * points.shape[1])
+            ranking = [feasible[j] for j in order]
+        ranking += infeasible
+        keep = math.ceil(len(ids) / self.reduction_factor)
+        return ranking.index(trial_id) < keep
+
     def summary(self) -> str:
         return f"t={self.milestone:g}: {len(self.recorded)} recorded"
 
@@ -164,6 +189,7 @@ class _Rung:
         return {
             "milestone": self.milestone,
             "recorded": {tid: [float(x) for x in v] for tid, v in self.recorded.items()},
+            "violations": dict(self.violations),
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -175,10 +201,11 @@ class _Rung:
         self.recorded = {
             tid: np.asarray(v, dtype=float) for tid, v in state["recorded"].items()
         }
+        self.violations = {tid: float(v) for tid, v in state.get("violations", {}).items()}
 
 
 def _decide_in_bracket(
-    rungs: Sequence[_Rung], trial_id: str, time: float, minimised: np.ndarray
+    rungs: Sequence[_Rung], trial_id: str, time: float, minimised: np.ndarray, violation: float = 0.0
 ) -> bool:
     """Ray's ``_Bracket.on_result`` walk: from the highest rung down, decide at the first rung
     the trial has reached but not yet been recorded at (a trial that skipped a rung is judged
@@ -186,7 +213,7 @@ def _decide_in_bracket(
     for rung in rungs:
         if time < rung.milestone or trial_id in rung:
             continue
-        return rung.decide(trial_id, minimised)
+        return rung.decide(trial_id, minimised, violation)
     return True
 
 
@@ -209,6 +236,9 @@ class MultiObjectiveASHA(FIFOScheduler):
         grace_period: budget of the first rung; no trial is stopped before it.
         reduction_factor: rf: about ``1/rf`` of the trials reaching a rung continue past it.
         brackets: number of brackets; trials are spread over them as in Ray's ASHA.
+        constraints: ``objective.constraints``; a report that violates one
+            (:func:`rayprune.search.results.constraint_violations`, measured values only) ranks
+            after every feasible one at its rung.
 
     Raises:
         ValueError, TypeError: an option is out of range or of the wrong type (message names it).
@@ -223,8 +253,10 @@ class MultiObjectiveASHA(FIFOScheduler):
         grace_period: float = 1,
         reduction_factor: float = 4,
         brackets: int = 1,
+        constraints: Mapping[str, float | None] | None = None,
     ):
         self._objectives = _validate_objectives(objectives)
+        self._constraints = {k: v for k, v in (constraints or {}).items() if v is not None}
         _validate_budget(time_attr, max_t, grace_period, reduction_factor)
         if isinstance(brackets, bool) or not isinstance(brackets, int):
             raise TypeError(f"brackets must be an int, got brackets={brackets!r}")
@@ -294,6 +326,7 @@ class MultiObjectiveASHA(FIFOScheduler):
                 trial.trial_id,
                 result[self._time_attr],
                 self._minimised(result),
+                self._violation(result),
             )
             action = TrialScheduler.CONTINUE if keep else TrialScheduler.STOP
         if action == TrialScheduler.STOP:
@@ -313,6 +346,7 @@ class MultiObjectiveASHA(FIFOScheduler):
             trial.trial_id,
             result[self._time_attr],
             self._minimised(result),
+            self._violation(result),
         )
 
     def on_trial_remove(self, tune_controller: "TuneController", trial: "Trial") -> None:
@@ -379,7 +413,7 @@ class MultiObjectiveASHA(FIFOScheduler):
 
     # ------------------------------------------------------------------ helpers
     def _options(self) -> dict[str, Any]:
-        return {
+        options = {
             "objectives": [list(p) for p in self._objectives],
             "time_attr": self._time_attr,
             "max_t": self._max_t,
@@ -387,6 +421,15 @@ class MultiObjectiveASHA(FIFOScheduler):
             "reduction_factor": self._reduction_factor,
             "brackets": len(self._brackets),
         }
+        if self._constraints:  # absent otherwise, so states saved before constraints still load
+            options["constraints"] = dict(self._constraints)
+        return options
+
+    def _violation(self, result: Mapping[str, Any]) -> float:
+        """Sum of ``result``'s positive relative constraint violations (0: feasible so far)."""
+        from rayprune.search.results import constraint_violations
+
+        return float(sum(v for v in constraint_violations(result, self._constraints).values() if v > 0))
 
     def _minimised(self, result: Mapping[str, Any]) -> np.ndarray:
         """(k,) objective vector of ``result`` with max objectives negated; a missing, None or
@@ -410,6 +453,7 @@ def create_scheduler(
     max_t: float = 100,
     grace_period: float = 1,
     reduction_factor: float = 4,
+    constraints: Mapping[str, float | None] | None = None,
 ) -> TrialScheduler:
     """Build the trial scheduler named by ``kind`` for the search's declared objectives.
 
@@ -420,6 +464,8 @@ def create_scheduler(
         objectives: ``[(name, "min"|"max"), ...]``, primary first; validated for every kind.
         time_attr, max_t, grace_period, reduction_factor: ASHA's budget options (ignored by
             ``fifo`` but still validated, so a bad spec fails the same way for every kind).
+        constraints: ``objective.constraints``, honoured by ``mo_asha`` (infeasible reports rank
+            after feasible ones); Ray's ``asha`` and ``fifo`` do not look at them.
 
     Returns:
         a scheduler with its own metric and mode: leave ``TuneConfig.metric``/``mode`` unset.
@@ -449,4 +495,5 @@ def create_scheduler(
         max_t=max_t,
         grace_period=grace_period,
         reduction_factor=reduction_factor,
+        constraints=constraints,
     )

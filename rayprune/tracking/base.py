@@ -8,7 +8,7 @@ searches run without tracking (benchmarks, replay).  No backend is imported here
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 __all__ = ["Tracker", "NullTracker", "register_active_tracker", "active_tracker"]
 
@@ -19,15 +19,20 @@ class Tracker(Protocol):
 
     ``start_trial`` when Ray starts (or resumes) a trial, ``log_result`` after each of its
     reports, ``end_trial`` once when it finishes, is stopped or fails; ``log_search_params`` once
-    at the start, ``log_pareto`` whenever the front is written, ``finish`` when the search ends.
+    at the start, ``log_reference`` when the dense reference is known, ``log_pareto`` whenever
+    the front is written (after every ended trial and at the end), ``finish`` when the search
+    ends (it returns how many records could not be logged and wait for ``rayprune sync``).
     ``ended_trials`` holds the ids of trials that ended (also before a resume); the callback
-    uses it to tell trials cut off by an interruption from finished ones.
+    uses it to tell trials cut off by an interruption from finished ones.  ``on_trial_end``,
+    when the driver sets it, is called by the callback after every trial that ends, with the
+    ended trials as results (see :class:`~rayprune.tracking.callback.MLflowTrackingCallback`).
     """
 
     ended_trials: set[str]
     unfinished_trials: list[str]
     trials_seen: int
     init_args: dict
+    on_trial_end: Callable[[list], None] | None
 
     def start_trial(self, trial_id: str, config: Mapping[str, Any]) -> str | None: ...
 
@@ -37,9 +42,12 @@ class Tracker(Protocol):
 
     def log_search_params(self, params: Mapping[str, Any]) -> None: ...
 
+    def log_reference(self, metrics: Mapping[str, Any] | None, *, metric: str, floor: float | None = None,
+                      info: Mapping[str, Any] | None = None, criteria: Mapping[str, Any] | None = None) -> None: ...
+
     def log_pareto(self, front_rows: list[dict], all_rows: list[dict], **kwargs: Any) -> None: ...
 
-    def finish(self, status: str = "FINISHED") -> None: ...
+    def finish(self, status: str = "FINISHED") -> int: ...
 
 
 class NullTracker:
@@ -50,6 +58,7 @@ class NullTracker:
         self.unfinished_trials: list[str] = []
         self.trials_seen = 0
         self.init_args = {"null": True, "search_dir": str(search_dir or "")}
+        self.on_trial_end = None
         if search_dir is not None:
             register_active_tracker(search_dir, self)
 
@@ -66,11 +75,14 @@ class NullTracker:
     def log_search_params(self, params):
         pass
 
+    def log_reference(self, metrics, *, metric, floor=None, info=None, criteria=None):
+        pass
+
     def log_pareto(self, front_rows, all_rows, **kwargs):
         pass
 
     def finish(self, status="FINISHED"):
-        pass
+        return 0
 
 
 # The driver's live tracker per search directory, so that a callback unpickled by
@@ -80,8 +92,6 @@ _ACTIVE_TRACKERS: dict[str, Tracker] = {}
 
 def _key(search_dir) -> str:
     return str(Path(search_dir).resolve())
-
-
 
 
 def register_active_tracker(search_dir, tracker) -> None:

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
 
 from ray.tune import Callback
 
@@ -11,6 +14,8 @@ from rayprune.search.results import reached_full_budget
 from rayprune.tracking.base import active_tracker
 
 __all__ = ["MLflowTrackingCallback", "TrackingCallback"]
+
+_logger = logging.getLogger(__name__)
 
 
 class MLflowTrackingCallback(Callback):
@@ -22,16 +27,27 @@ class MLflowTrackingCallback(Callback):
     driver has made it (``run_search`` does before restoring), else one rebuilt from
     ``tracking.json``.  Either way the trial -> run map is the current one, and a resumed trial
     logs into its existing run.
+
+    ``on_trial_end``: called after every trial that finishes, is stopped or fails, with one
+    result per ended trial so far (the attributes of a ``ray.tune.Result`` that
+    :func:`rayprune.search.results.collect_rows` reads: ``metrics``, ``config``, ``error``,
+    ``checkpoint``, ``path``); the driver refreshes the front with it, so MLflow shows the
+    hypervolume and the front while the search runs.  The hook is kept on the tracker, not in
+    the pickle, so a restored callback finds the one the resumed driver set.
     """
 
-    def __init__(self, tracker) -> None:
+    def __init__(self, tracker, on_trial_end: Callable[[list], None] | None = None) -> None:
         self.tracker = tracker
+        if on_trial_end is not None:
+            tracker.on_trial_end = on_trial_end
+        self._errored: set[str] = set()
 
     def __getstate__(self) -> dict:
         return {"init_args": self.tracker.init_args}
 
     def __setstate__(self, state: dict) -> None:
         args = dict(state["init_args"])
+        self._errored = set()
         live = active_tracker(args["search_dir"])
         if live is None:
             from rayprune.tracking.mlflow_tracker import SearchTracker
@@ -55,9 +71,42 @@ class MLflowTrackingCallback(Callback):
             "FINISHED" if full else "KILLED",
             tags={"stopped_early": str(not full).lower()},
         )
+        self._trial_ended(trials)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.tracker.end_trial(trial.trial_id, "FAILED", tags={"error": "true"})
+        self._errored.add(trial.trial_id)
+        self.tracker.end_trial(trial.trial_id, "FAILED", tags={"error": "true", "stopped_early": "false"})
+        self._trial_ended(trials)
+
+    def _trial_ended(self, trials) -> None:
+        """Run the driver's ``on_trial_end`` hook over the trials that ended so far.  A failing
+        refresh is logged and the search goes on: the front written when it ends is the one
+        that counts (and raises if the failure is real)."""
+        hook = getattr(self.tracker, "on_trial_end", None)
+        if hook is None:
+            return
+        ended = [self._as_result(t) for t in trials if t.trial_id in self.tracker.ended_trials]
+        try:
+            hook(ended)
+        except Exception:
+            _logger.warning("refreshing the front after a trial ended failed", exc_info=True)
+
+    def _as_result(self, trial) -> SimpleNamespace:
+        errored = trial.trial_id in self._errored or trial.status == "ERROR"
+        error = None
+        if errored:
+            error = RuntimeError(self._error_text(trial))
+        return SimpleNamespace(metrics=dict(trial.last_result or {}), config=dict(trial.config), error=error,
+                               checkpoint=trial.checkpoint, path=trial.path)
+
+    @staticmethod
+    def _error_text(trial) -> str:
+        """The trial's error as Ray wrote it (its error file), else a generic line."""
+        path = getattr(trial, "error_file", None) or ""
+        try:
+            return Path(path).read_text() if path and Path(path).is_file() else "trial errored"
+        except OSError:
+            return "trial errored"
 
     def on_experiment_end(self, trials, **info):
         """Called once when ``Tuner.fit`` ends, also after an interruption (Ctrl-C).  Trials that

@@ -3,12 +3,22 @@
 Trials never open the MLflow store (ECOSYSTEM.md pains 5 and 6): the driver logs everything
 through :class:`~rayprune.tracking.callback.MLflowTrackingCallback`, a Ray Tune callback of ours.  Ray's own
 ``MLflowLoggerCallback`` has no parent-run option and issues one request per metric (pain 16),
-so this callback creates one *parent* run per search and one *child* run per trial (the
+so this tracker creates one *parent* run per search and one *child* run per trial (the
 ``mlflow.parentRunId`` tag, accepted by ``MlflowClient.create_run`` without an ACTIVE check) and
 writes with ``log_batch``.
 
-Default store: a SQLite file at an absolute path inside the search directory, artifacts next to
-it; ``--tracking-uri`` points at a server instead.
+Default store: a SQLite file inside the search directory; artifacts in ``mlartifacts/`` beside
+it under a *proxied* location (``mlflow-artifacts:/<experiment>``), which ``rayprune ui`` serves
+with ``--artifacts-destination <search dir>/mlartifacts``: the store holds no absolute path, so
+a search directory that is copied or moved opens with its artifacts.  ``--tracking-uri`` points
+at a server instead (the server decides where artifacts go).
+
+Outages: every write is a *record* (:mod:`rayprune.tracking.journal`).  A record that cannot
+reach MLflow (server gone, hung, database locked) is appended to
+``<search dir>/tracking_pending.jsonl`` and so is every later one, in order, without waiting on
+MLflow again for :attr:`SearchTracker.retry_interval_s`; then the journal is replayed and the
+tracker is live again.  :meth:`SearchTracker.finish`, a resumed search and ``rayprune sync``
+replay it too.  Records are idempotent, so MLflow ends with every trial exactly once.
 """
 
 from __future__ import annotations
@@ -16,19 +26,51 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
+from rayprune.errors import SpecError
 from rayprune.tracking.base import register_active_tracker
+from rayprune.tracking.journal import PendingJournal
+from rayprune.tracking.summary import display_params, front_table, row_tags, run_name, search_note
+from rayprune.tracking.uris import check_tracking_uri, redact_uri, scrub
 
-__all__ = ["default_tracking_uri", "SearchTracker", "flat_params"]
+__all__ = ["default_tracking_uri", "SearchTracker", "sync_search_dir", "local_artifact_dir", "EXPERIMENT_KIND_TAG", "WORKFLOW_QUERY",
+           "EXPERIMENT_KIND", "ARTIFACTS_DIR", "STATE_FILE"]
 
-# Metrics worth a per-evaluation curve in the UI (few per child, ECOSYSTEM pain 13).
+#: The experiment tag MLflow 3's UI reads to choose an experiment's layout (``mlflow.experimentKind``
+#: in the server's JS bundle); ``custom_model_development`` opens on the runs table instead of
+#: the GenAI overview (traces, tokens).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: MLflow 3.17's UI ignores that tag for navigation: a global "GenAI | Model training" switch,
+#: read from this URL query (else the browser's last choice, else GenAI), picks the layout.  Every
+#: link rayprune prints or writes into a note carries it.
+WORKFLOW_QUERY = "workflowType=machine_learning"
+#: The default store's artifact folder inside the search directory.
+ARTIFACTS_DIR = "mlartifacts"
+#: The trial -> run map and tracking state inside the search directory.
+STATE_FILE = "tracking.json"
+
+# Metrics worth a per-evaluation curve in the UI (few per child, ECOSYSTEM pain 13).  No param
+# is logged again as a metric: ``step`` is MLflow's own step, ``target_sparsity`` is a param.
 _LOGGED_METRIC_PREFIXES = (
-    "sparsity", "target_sparsity", "scheduled_sparsity", "train_loss", "budget_fraction", "step",
-    "seconds", "method/",
+    "sparsity", "scheduled_sparsity", "train_loss", "budget_fraction", "seconds", "retained",
+    "latency", "parameters", "method/",
 )
+_NEVER_METRICS = frozenset({"step", "training_iteration", "target_sparsity"})
+# MLflow error codes that replaying cannot fix (a bug, a changed param, a deleted run): such a
+# record is reported and dropped instead of blocking the journal forever.
+_PERMANENT_ERRORS = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS",
+                               "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE", "BAD_REQUEST"})
+_PARENT, _REFERENCE = "@parent", "@reference"
+_NOTE_TAG = "mlflow.note.content"
+_LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
+_FRONT_TABLE = "pareto/front.json"
 
 
 def default_tracking_uri(search_dir: Path) -> str:
@@ -36,157 +78,607 @@ def default_tracking_uri(search_dir: Path) -> str:
     return f"sqlite:///{(Path(search_dir).resolve() / 'mlflow.db').as_posix()}"
 
 
-def flat_params(config: Mapping[str, Any]) -> dict[str, str]:
-    """Flat, comparable param names: ``method``, ``target_sparsity``, ``magnitude.selection``..."""
-    return {str(k): str(v)[:6000] for k, v in sorted(config.items())}
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _is_http(uri: str) -> bool:
+    return uri.split(":", 1)[0].lower() in ("http", "https")
+
+
+def _permanent(err: BaseException) -> bool:
+    return getattr(err, "error_code", None) in _PERMANENT_ERRORS
+
+
+def _plain(value: Any) -> Any:
+    """A config value as YAML/JSON can hold it (numpy scalars to Python ones)."""
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return value.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 class SearchTracker:
-    """Owns the experiment, the parent run and the trial -> child run map.
+    """Owns the experiment, the parent run, the trial -> child run map and the pending journal.
 
     The map is saved to ``tracking.json`` in the search directory so a resumed search reattaches
-    to its runs (ECOSYSTEM pain 7).
+    to its runs (ECOSYSTEM pain 7); credentials of the tracking URI are never written there.
     """
 
-    def __init__(self, tracking_uri: str, experiment: str, search_dir: Path, *,
-                 tags: Mapping[str, str] | None = None, metric_names: set[str] = frozenset()):
-        import mlflow
-        from mlflow.tracking import MlflowClient
+    #: Seconds between attempts to reach MLflow again while it is unreachable.
+    retry_interval_s: float = 30.0
 
-        # What a restored callback needs to rebuild this tracker (see MLflowTrackingCallback).
-        self.init_args = {"tracking_uri": tracking_uri, "experiment": experiment,
+    def __init__(self, tracking_uri: str, experiment: str, search_dir: Path, *,
+                 tags: Mapping[str, str] | None = None, metric_names: set[str] = frozenset(),
+                 log: Callable[[str], None] | None = None):
+        # What a restored callback needs to rebuild this tracker (see MLflowTrackingCallback);
+        # Ray pickles it into the search directory, so the URI is kept without credentials.
+        self.init_args = {"tracking_uri": redact_uri(tracking_uri), "experiment": experiment,
                           "search_dir": str(search_dir), "tags": dict(tags or {}),
                           "metric_names": sorted(metric_names)}
-
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        self.tracking_uri = tracking_uri
-        self.metric_names = set(metric_names)  # per-evaluation curves logged besides the prefixes
-        self.search_dir = Path(search_dir)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        self._mlflow = mlflow
-        state_file = self.search_dir / "tracking.json"
-        state = json.loads(state_file.read_text()) if state_file.exists() else {}
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is None:
-            artifact_location = None
-            if tracking_uri.startswith("sqlite:"):
-                artifact_location = (self.search_dir / "mlartifacts").resolve().as_uri()
-            try:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
-            except Exception:  # created concurrently by another search: use it
-                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+        self._open(tracking_uri, Path(search_dir), metric_names, log)
+        self.experiment_name = self._state.get("experiment_name", experiment)
+        if self.parent_run_id is not None:  # a resumed search: pending records first, then the parent runs again
+            self.flush()
+            self._submit({"op": "status", "run": _PARENT, "status": "RUNNING"})
         else:
-            self.experiment_id = exp.experiment_id
-        self.parent_run_id = state.get("parent_run_id")
-        if self.parent_run_id is not None:  # a resumed search: the parent runs again
-            self.client.update_run(self.parent_run_id, status="RUNNING")
-        else:
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=f"search-{self.search_dir.name}",
-                tags={"rayprune.role": "search", **(tags or {})},
-            )
-            self.parent_run_id = run.info.run_id
-        self.child_runs: dict[str, str] = dict(state.get("child_runs", {}))
-        # Trials that finished, stopped early or failed, in this search or before a resume.
-        self.ended_trials: set[str] = set(state.get("ended_trials", []))
-        # Set when the experiment ends: trials cut off by an interruption, and how many there were.
-        self.unfinished_trials: list[str] = []
-        self.trials_seen = 0
-        self._state_file = state_file
+            self._create_experiment_and_parent(experiment, tags or {})
         self._save()
         register_active_tracker(search_dir, self)
 
+    @classmethod
+    def attach(cls, search_dir: Path, tracking_uri: str, *, log: Callable[[str], None] | None = None) -> "SearchTracker":
+        """The tracker of an existing search directory, for replaying its journal: it changes no
+        run's status by itself (``rayprune sync``)."""
+        self = cls.__new__(cls)
+        self.init_args = {"tracking_uri": redact_uri(tracking_uri), "experiment": "", "search_dir": str(search_dir),
+                          "tags": {}, "metric_names": []}
+        self._open(tracking_uri, Path(search_dir), set(), log)
+        if self.parent_run_id is None:
+            raise SpecError(f"{search_dir}/{STATE_FILE}: no parent run recorded; nothing to sync")
+        self.experiment_name = self._state.get("experiment_name", "")
+        return self
+
+    def _open(self, tracking_uri: str, search_dir: Path, metric_names, log) -> None:
+        from mlflow.tracking import MlflowClient
+
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        # MLflow prints "View run <name> at: <tracking URI>/..." when a run ends: one line per
+        # trial in the CLI's output, with the URI's credentials in it.
+        if redact_uri(tracking_uri) != tracking_uri:
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+        else:
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        self.tracking_uri = tracking_uri
+        self.search_dir = search_dir
+        self.metric_names = set(metric_names)  # per-evaluation curves logged besides the prefixes
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.journal = PendingJournal(search_dir)
+        self._log = log or _stderr
+        self._state_file = search_dir / STATE_FILE
+        state = json.loads(self._state_file.read_text()) if self._state_file.exists() else {}
+        self._state = state
+        self.default_store = tracking_uri == default_tracking_uri(search_dir)
+        self.experiment_id: str | None = state.get("experiment_id")
+        self.artifact_location: str | None = state.get("artifact_location")
+        self.parent_run_id: str | None = state.get("parent_run_id")
+        self.reference_run_id: str | None = state.get("reference_run_id")
+        self.child_runs: dict[str, str] = dict(state.get("child_runs", {}))
+        self.run_names: dict[str, str] = dict(state.get("run_names", {}))
+        # Trials that finished, stopped early or failed, in this search or before a resume.
+        self.ended_trials: set[str] = set(state.get("ended_trials", []))
+        # The hypervolume logged per step (trials ended), so a repeated front is not logged twice.
+        self._hypervolume: dict[int, float] = {int(k): v for k, v in state.get("hypervolume", {}).items()}
+        self._reference: dict = dict(state.get("reference", {}))
+        # Set when the experiment ends: trials cut off by an interruption, and how many there were.
+        self.unfinished_trials: list[str] = []
+        self.trials_seen = 0
+        #: Called by the Ray callback after every trial that ends (see MLflowTrackingCallback).
+        self.on_trial_end: Callable[[list], None] | None = None
+        self._param_keys: dict[str, set[str]] = {}
+        self._sent_tags: dict[str, dict[str, str]] = {}
+        self._pending_creates: set[str] = set()
+        self._offline_since: float | None = None
+        self._warned_permanent: set[str] = set()
+        self.synced_records = 0
+
+    def _create_experiment_and_parent(self, experiment: str, tags: Mapping[str, str]) -> None:
+        """First start of a search: the experiment and the parent run must exist before any
+        trial, so these calls go to MLflow directly (the preflight checked it answers)."""
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                location = None
+                if not _is_http(self.tracking_uri) and self.default_store:
+                    location = f"mlflow-artifacts:/{_slug(experiment)}"
+                try:
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                except Exception:  # created concurrently by another search: use it
+                    self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+                exp = self.client.get_experiment(self.experiment_id)
+            self.experiment_id = exp.experiment_id
+            self.artifact_location = exp.artifact_location
+            if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            run = self.client.create_run(
+                self.experiment_id, run_name=f"search-{self.search_dir.name}",
+                tags={"rayprune.role": "search", **tags})
+        except SpecError:
+            raise
+        except Exception as err:
+            raise SpecError(f"MLflow at {redact_uri(self.tracking_uri)}: cannot create the search's experiment "
+                            f"and parent run: {scrub(str(err), self.tracking_uri)[:300]}") from None
+        self.parent_run_id = run.info.run_id
+        self._state["experiment_name"] = experiment
+
     def _save(self) -> None:
-        self._state_file.write_text(json.dumps({
-            "tracking_uri": self.tracking_uri,
+        state = {
+            "tracking_uri": redact_uri(self.tracking_uri),
+            "default_store": self.default_store,
             "experiment_id": self.experiment_id,
+            "experiment_name": self._state.get("experiment_name", getattr(self, "experiment_name", "")),
+            "artifact_location": self.artifact_location,
             "parent_run_id": self.parent_run_id,
+            "reference_run_id": self.reference_run_id,
             "child_runs": self.child_runs,
+            "run_names": self.run_names,
             "ended_trials": sorted(self.ended_trials),
-        }, indent=1))
+            "hypervolume": {str(k): v for k, v in sorted(self._hypervolume.items())},
+            "reference": self._reference,
+        }
+        tmp = self._state_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self._state_file)
 
-    # -------------------------------------------------------------------- children
-    def start_trial(self, trial_id: str, config: Mapping[str, Any]) -> str:
-        from mlflow.entities import Param
+    # -------------------------------------------------------------------- records
+    @property
+    def online(self) -> bool:
+        """False while MLflow is unreachable and records go to the journal."""
+        return self._offline_since is None
 
-        if trial_id in self.child_runs:  # resumed trial: same run, params already logged
-            run_id = self.child_runs[trial_id]
+    @property
+    def pending_records(self) -> int:
+        """How many records wait in the journal."""
+        return len(self.journal)
+
+    def _submit(self, record: dict) -> None:
+        if self._offline_since is not None:
+            if time.monotonic() - self._offline_since < self.retry_interval_s or not self.flush():
+                self.journal.append(record)
+                return
+        try:
+            self._apply(record)
+        except Exception as err:
+            if self._drop_if_permanent(record, err):
+                return
+            self._go_offline(err)
+            self.journal.append(record)
+
+    def _drop_if_permanent(self, record: dict, err: BaseException) -> bool:
+        if not _permanent(err):
+            return False
+        if record["op"] not in self._warned_permanent:
+            self._warned_permanent.add(record["op"])
+            self._log(f"warning: MLflow rejected a {record['op']!r} record for {record.get('run') or record.get('key')}"
+                      f" ({getattr(err, 'error_code', '')}): {scrub(str(err), self.tracking_uri)[:200]}")
+        return True
+
+    def _go_offline(self, err: BaseException) -> None:
+        first = self._offline_since is None
+        self._offline_since = time.monotonic()
+        if first:
+            self._log(f"warning: MLflow at {redact_uri(self.tracking_uri)} is not answering "
+                      f"({scrub(str(err), self.tracking_uri)[:200]}); the search goes on and keeps what it "
+                      f"could not log in {self.journal.path} (retried every {self.retry_interval_s:g} s, "
+                      f"at the end, on --resume, or with `rayprune sync {self.search_dir}`)")
+
+    def flush(self) -> bool:
+        """Replay the journal into MLflow; True when nothing is pending afterwards.
+
+        Called when MLflow was unreachable and the retry interval has passed, by :meth:`finish`,
+        when a search resumes, and by ``rayprune sync``.  A record MLflow rejects for good is
+        reported and dropped; on the first record it cannot reach MLflow for, the rest stays in
+        the journal (a later replay starts from its beginning again: records are idempotent).
+        """
+        records = self.journal.records()
+        if not records:
+            self._offline_since = None
+            return True
+        for record in records:
+            try:
+                self._apply(record)
+            except Exception as err:
+                if self._drop_if_permanent(record, err):
+                    continue
+                self._go_offline(err)
+                return False
+        self.journal.clear()
+        was_offline = self._offline_since is not None
+        self._offline_since = None
+        self.synced_records += len(records)
+        if was_offline:
+            self._log(f"MLflow at {redact_uri(self.tracking_uri)} answers again: {len(records)} pending "
+                      f"tracking records synced")
+        return True
+
+    def _run_id(self, key: str) -> str | None:
+        if key == _PARENT:
+            return self.parent_run_id
+        if key == _REFERENCE:
+            return self.reference_run_id
+        return self.child_runs.get(key)
+
+    def _apply(self, record: dict) -> None:
+        """Send one record to MLflow (raises what MLflow raises)."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        op = record["op"]
+        if op == "create_run":
+            self._apply_create_run(record)
+            return
+        if op == "experiment_tag":
+            self.client.set_experiment_tag(self.experiment_id, record["key"], record["value"])
+            return
+        run_id = self._run_id(record["run"])
+        if run_id is None:
+            return
+        if op == "status":
+            self.client.update_run(run_id, status=record["status"])
+        elif op == "reopen":
             self.client.update_run(run_id, status="RUNNING")
             if self.client.get_run(run_id).data.tags.get("interrupted"):
                 self.client.delete_tag(run_id, "interrupted")
                 self.client.set_tag(run_id, "resumed", "true")
-            return run_id
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=trial_id,
-            tags={"mlflow.parentRunId": self.parent_run_id, "rayprune.role": "trial",
-                  "rayprune.trial_id": trial_id, "method": str(config.get("method"))},
-        )
-        run_id = run.info.run_id
-        params = [Param(k, v) for k, v in flat_params(config).items()]
-        for i in range(0, len(params), 100):
-            self.client.log_batch(run_id, params=params[i : i + 100])
-        self.child_runs[trial_id] = run_id
+        elif op == "batch":
+            metrics = [Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in record.get("metrics", [])]
+            params = [Param(k, v) for k, v in record.get("params", {}).items()]
+            tags = [RunTag(k, v) for k, v in record.get("tags", {}).items()]
+            for i in range(0, len(metrics), 1000):
+                self.client.log_batch(run_id, metrics=metrics[i: i + 1000])
+            entities = params + tags  # at most 100 params and tags per call
+            for i in range(0, len(entities), 100):
+                chunk = entities[i: i + 100]
+                self.client.log_batch(run_id, params=[e for e in chunk if isinstance(e, Param)],
+                                      tags=[e for e in chunk if isinstance(e, RunTag)])
+        elif op == "terminate":
+            self.client.set_terminated(run_id, status=record["status"], end_time=record.get("end_time"))
+        elif op == "artifact":
+            self._upload(run_id, record)
+        else:
+            raise ValueError(f"unknown tracking record {op!r}")
+
+    def _apply_create_run(self, record: dict) -> None:
+        """Create a child run unless one exists for this trial: in the map, or in MLflow under
+        this parent (a create whose answer was lost in an outage) -- never a second run."""
+        key = record["key"]
+        slot = _REFERENCE if record.get("role") == "reference" else key
+        run_id = self._run_id(slot)
+        if run_id is None:
+            found = self.client.search_runs(
+                [self.experiment_id], max_results=1,
+                filter_string=(f"tags.`rayprune.trial_id` = '{key}' and "
+                               f"tags.`mlflow.parentRunId` = '{self.parent_run_id}'"))
+            if found:
+                run_id = found[0].info.run_id
+            else:
+                run_id = self.client.create_run(
+                    self.experiment_id, start_time=record.get("start_time"), run_name=record["name"],
+                    tags={"mlflow.parentRunId": self.parent_run_id, "rayprune.trial_id": key, **record["tags"]},
+                ).info.run_id
+        if slot == _REFERENCE:
+            self.reference_run_id = run_id
+        else:
+            self.child_runs[key] = run_id
+        self._pending_creates.discard(key)
         self._save()
-        return run_id
+        if record.get("params"):
+            self._apply({"op": "batch", "run": slot, "params": record["params"]})
+        if record.get("config_yaml") is not None:
+            self._upload(run_id, {"name": "config.yaml", "text": record["config_yaml"]})
+
+    def _upload(self, run_id: str, record: dict) -> None:
+        """Put one file into a run's artifacts: ``record`` has ``path`` (a file, relative to the
+        search directory when inside it; skipped if gone) or ``name`` + ``text``, and an optional
+        ``artifact_path`` folder."""
+        folder = record.get("artifact_path") or ""
+        with tempfile.TemporaryDirectory() as tmp:
+            if "text" in record:
+                source = Path(tmp) / record["name"]
+                source.write_text(record["text"])
+            else:
+                source = Path(record["path"])
+                if not source.is_absolute():
+                    source = self.search_dir / source
+                if not source.exists():
+                    return
+            local_root = self._local_artifact_root()
+            if local_root is None:
+                self.client.log_artifact(run_id, str(source), artifact_path=folder or None)
+            else:
+                target = local_root / run_id / "artifacts" / folder
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target / source.name)
+
+    def _local_artifact_root(self) -> Path | None:
+        """Where a proxied (``mlflow-artifacts:``) location lives on disk when no server stands
+        between this process and the store (see :func:`local_artifact_dir`).  None when the
+        MLflow client can upload itself (a server, or a plain ``file:``/bucket location)."""
+        if _is_http(self.tracking_uri) or not (self.artifact_location or "").startswith("mlflow-artifacts:"):
+            return None
+        return local_artifact_dir(self.search_dir, self.artifact_location)
+
+    def _send_tags(self, key: str, tags: Mapping[str, str]) -> None:
+        """Tags that changed since last sent (a live front refresh re-tags only what moved)."""
+        sent = self._sent_tags.setdefault(key, {})
+        changed = {k: v for k, v in tags.items() if sent.get(k) != v}
+        if changed:
+            sent.update(changed)
+            self._submit({"op": "batch", "run": key, "tags": changed})
+
+    def _known(self, trial_id: str) -> bool:
+        return trial_id in self.child_runs or trial_id in self._pending_creates
+
+    def _link(self, run_id: str | None) -> str | None:
+        return f"#/experiments/{self.experiment_id}/runs/{run_id}?{WORKFLOW_QUERY}" if run_id else None
+
+    # -------------------------------------------------------------------- children
+    def start_trial(self, trial_id: str, config: Mapping[str, Any]) -> str | None:
+        """Create the trial's child run (``<method>-s<target>-<id>``, rounded params, its
+        ``config.yaml``), or set its existing run RUNNING again when the trial resumes."""
+        import yaml
+
+        self._param_keys[trial_id] = {str(k) for k in config}
+        if self._known(trial_id):  # resumed trial: same run, params already logged
+            self._submit({"op": "reopen", "run": trial_id})
+            return self.child_runs.get(trial_id)
+        name = run_name(trial_id, config)
+        self.run_names[trial_id] = name
+        self._pending_creates.add(trial_id)
+        plain = {str(k): _plain(v) for k, v in sorted(config.items())}
+        self._submit({
+            "op": "create_run", "key": trial_id, "name": name, "start_time": _now_ms(),
+            "tags": {"rayprune.role": "trial", "method": str(config.get("method"))},
+            "params": display_params(config), "config_yaml": yaml.safe_dump(plain, sort_keys=True),
+        })
+        self._save()
+        return self.child_runs.get(trial_id)
 
     def log_result(self, trial_id: str, result: Mapping[str, Any], step: int) -> None:
-        from mlflow.entities import Metric
-
-        run_id = self.child_runs.get(trial_id)
-        if run_id is None:
+        if not self._known(trial_id):
             return
-        now = int(time.time() * 1000)
+        skip = _NEVER_METRICS | self._param_keys.get(trial_id, set())
+        now = _now_ms()
         metrics = [
-            Metric(k, float(v), now, step)
+            [k, float(v), now, int(step)]
             for k, v in result.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-            and (k in self.metric_names or k.startswith(_LOGGED_METRIC_PREFIXES))
+            and k not in skip and (k in self.metric_names or k.startswith(_LOGGED_METRIC_PREFIXES))
         ]
-        for i in range(0, len(metrics), 1000):
-            self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        if metrics:
+            self._submit({"op": "batch", "run": trial_id, "metrics": metrics})
 
     def end_trial(self, trial_id: str, status: str, tags: Mapping[str, str] | None = None) -> None:
-        from mlflow.entities import RunTag
-
-        run_id = self.child_runs.get(trial_id)
-        if run_id is None:
+        """Mark the trial's run ended (``FINISHED``, ``KILLED`` or ``FAILED``) with ``tags``;
+        a trial that ends is ``pareto=false`` until a front says otherwise."""
+        if not self._known(trial_id):
             return
-        if status != "KILLED" or not (tags or {}).get("interrupted"):
+        tags = dict(tags or {})
+        if status != "KILLED" or not tags.get("interrupted"):
             self.ended_trials.add(trial_id)
             self._save()
+            if "pareto" not in self._sent_tags.get(trial_id, {}):
+                tags.setdefault("pareto", "false")
         if tags:
-            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-        self.client.set_terminated(run_id, status=status)
+            self._send_tags(trial_id, {k: str(v) for k, v in tags.items()})
+        self._submit({"op": "terminate", "run": trial_id, "status": status, "end_time": _now_ms()})
 
     # -------------------------------------------------------------------- parent
     def log_search_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
+        self._submit({"op": "batch", "run": _PARENT, "params": display_params(params)})
 
-        items = [Param(k, str(v)[:6000]) for k, v in flat_params(params).items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.parent_run_id, params=items[i : i + 100])
+    def log_reference(self, metrics: Mapping[str, Any] | None, *, metric: str, floor: float | None = None,
+                      info: Mapping[str, Any] | None = None, criteria: Mapping[str, Any] | None = None) -> None:
+        """Record the dense reference and the floor; called once per driver start, before trials.
+
+        The reference becomes a child run tagged ``role=reference`` (created once per search,
+        also across resumes) with its scores, and the parent gets ``reference_<name>`` for each
+        score and ``floor_<metric>``; the parent's note shows them from then on.
+
+        Args:
+            metrics: the reference's evaluation (``{"accuracy": 0.91, ...}``), or None for
+                ``reference: none``; finite numbers are logged.
+            metric: the search's objective metric.
+            floor: the best constant predictor's ``metric`` on the eval split.
+            info: what the reference is: ``reference`` (its path or hub id, or ``"none"``),
+                ``reference_trained`` (False: a user-given model, only evaluated),
+                ``reference_steps``.
+            criteria: the front's criteria (``Criteria.describe()``: ``constraints``,
+                ``min_metric``, ``min_retained``) for the note; default: ``search.json``'s.
+        """
+        info = dict(info or {})
+        numbers = {k: float(v) for k, v in (metrics or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+        known = dict(self._reference)
+        self._reference.update({"metric": metric, "value": numbers.get(metric) if metrics else None,
+                                "model": info.get("reference") if metrics else None})
+        if floor is not None:
+            self._reference["floor"] = float(floor)
+        if criteria is not None:
+            self._reference["criteria"] = dict(criteria)
+        now = _now_ms()
+        parent_metrics = []
+        if floor is not None and known.get("floor") != float(floor):
+            parent_metrics.append([f"floor_{metric}", float(floor), now, 0])
+        if metrics and self.reference_run_id is None and _REFERENCE not in self._pending_creates:
+            self._pending_creates.add(_REFERENCE)
+            self._submit({
+                "op": "create_run", "key": "reference", "role": "reference", "name": "reference-dense",
+                "start_time": now, "tags": {"rayprune.role": "reference", "role": "reference"},
+                "params": display_params({"model": info.get("reference", ""), "trained": info.get("reference_trained"),
+                                          "steps": info.get("reference_steps")}),
+            })
+            self._submit({"op": "batch", "run": _REFERENCE, "metrics": [[k, v, now, 0] for k, v in numbers.items()]})
+            self._submit({"op": "terminate", "run": _REFERENCE, "status": "FINISHED", "end_time": now})
+            parent_metrics += [[f"reference_{k}", v, now, 0] for k, v in numbers.items()]
+        if parent_metrics:
+            self._submit({"op": "batch", "run": _PARENT, "metrics": parent_metrics})
+        self._save()
 
     def log_pareto(self, front_rows: list[dict], all_rows: list[dict], *, metric: str, hypervolume: float,
-                   figure_png: Path | None, figure_html: Path | None, table_csv: Path | None) -> None:
-        """Pareto artifacts on the parent run and ``pareto=true`` tags on the members."""
-        from mlflow.entities import Metric, RunTag
+                   figure_png: Path | None = None, figure_html: Path | None = None, table_csv: Path | None = None,
+                   reference_value: float | None = None, reference_model: str | None = None,
+                   floor: float | None = None, constraints: Mapping[str, Any] | None = None,
+                   hypervolume_reference: Sequence[float] | None = None) -> None:
+        """Log the current front; called whenever the front is written: after every trial that
+        ends (live) and once when the search ends.
 
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.parent_run_id, metrics=[
-            Metric("pareto_hypervolume", float(hypervolume), now, 0),
-            Metric("pareto_size", float(len(front_rows)), now, 0),
-            Metric("trials_completed", float(len(all_rows)), now, 0),
-        ])
-        for path, folder in ((table_csv, "pareto"), (figure_png, "pareto"), (figure_html, "pareto")):
+        Args:
+            front_rows: the front's results rows (results-row contract), sorted as to be shown.
+            all_rows: every trial's row so far -- complete, stopped, failed, collapsed -- so that
+                every run gets ``pareto``, ``collapsed``, ``stopped_early`` and
+                ``verdict``/``verdict_reason`` tags and the note counts them.
+            metric: the objective metric (the column of the rows).
+            hypervolume: the front's hypervolume, logged as ``pareto_hypervolume`` at step =
+                trials ended so far (one point per ended trial; the same value at the same step
+                is not logged again).
+            figure_png / figure_html / table_csv: files put under the parent's ``pareto/``
+                (``results.csv`` of the search directory goes there too).
+            reference_value / reference_model: the dense reference's metric and what it is
+                (default: what :meth:`log_reference` recorded).
+            floor: the best constant predictor's metric; logged as ``floor_<metric>``.
+            constraints: ``objective.constraints`` (``None`` values are unset ones).
+            hypervolume_reference: the hypervolume's reference point, stated in the note.
+
+        The parent also gets the front as a table artifact (``pareto/front.json``, MLflow's
+        ``log_table`` layout, replaced on each call where ``log_table`` would append) and its
+        note (``mlflow.note.content``) rewritten by :func:`~rayprune.tracking.summary.search_note`.
+        """
+        now = _now_ms()
+        step = len(self.ended_trials)
+        metrics = []
+        if self._hypervolume.get(step) != float(hypervolume):
+            self._hypervolume[step] = float(hypervolume)
+            metrics += [["pareto_hypervolume", float(hypervolume), now, step],
+                        ["pareto_size", float(len(front_rows)), now, step],
+                        ["trials_finished", float(step), now, step]]
+        if floor is not None and self._reference.get("floor") != float(floor):
+            self._reference["floor"] = float(floor)
+            metrics.append([f"floor_{metric}", float(floor), now, 0])
+        floor = self._reference.get("floor") if floor is None else floor
+        if metrics:
+            self._submit({"op": "batch", "run": _PARENT, "metrics": metrics})
+        self._save()
+        results_csv = self.search_dir / "results.csv"
+        for path in (table_csv, figure_png, figure_html, results_csv):
             if path is not None and Path(path).exists():
-                self.client.log_artifact(self.parent_run_id, str(path), artifact_path=folder)
+                self._submit({"op": "artifact", "run": _PARENT, "path": self._relative(path), "artifact_path": "pareto"})
+        table = front_table(front_rows, metric, self.run_names)
+        self._submit({"op": "artifact", "run": _PARENT, "name": "front.json", "text": json.dumps(table),
+                      "artifact_path": "pareto"})
         front_ids = {r["trial_id"] for r in front_rows}
         for row in all_rows:
-            run_id = self.child_runs.get(row["trial_id"])
-            if run_id:
-                self.client.log_batch(run_id, tags=[RunTag("pareto", "true" if row["trial_id"] in front_ids else "false")])
+            if self._known(row["trial_id"]):
+                self._send_tags(row["trial_id"], row_tags(row, front_ids))
+        if reference_value is None:
+            reference_value = self._reference.get("value")
+            reference_model = reference_model or self._reference.get("model")
+        if constraints is None:
+            constraints = self._criteria().get("constraints")
+        if hypervolume_reference is None and floor is not None:
+            hypervolume_reference = [floor, 0.0]
+        note = search_note(
+            name=self.experiment_name or self.search_dir.name, metric=metric, front_rows=front_rows,
+            all_rows=all_rows, hypervolume=hypervolume,
+            run_links={t: self._link(r) for t, r in self.child_runs.items()}, run_names=self.run_names,
+            reference_value=reference_value, reference_model=reference_model,
+            reference_link=self._link(self.reference_run_id), floor=floor, constraints=constraints,
+            hypervolume_reference=hypervolume_reference, running=self.trials_seen == 0)
+        self._send_tags(_PARENT, {_NOTE_TAG: note,
+                                  _LOGGED_ARTIFACTS_TAG: json.dumps([{"path": _FRONT_TABLE, "type": "table"}])})
 
-    def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.parent_run_id, status=status)
+    def _criteria(self) -> dict:
+        """The front's criteria as :meth:`log_reference` got them, else as ``search.json`` has them."""
+        if "criteria" in self._reference:
+            return self._reference["criteria"]
+        try:
+            return dict(json.loads((self.search_dir / "search.json").read_text()).get("criteria") or {})
+        except (OSError, ValueError):
+            return {}
+
+    def _relative(self, path) -> str:
+        path = Path(path)
+        try:
+            return str(path.resolve().relative_to(self.search_dir.resolve()))
+        except ValueError:
+            return str(path)
+
+    def finish(self, status: str = "FINISHED") -> int:
+        """End the parent run and replay whatever is pending; return how many records are still
+        pending (0 unless MLflow is unreachable now: ``rayprune sync`` sends them later)."""
+        self._submit({"op": "terminate", "run": _PARENT, "status": status, "end_time": _now_ms()})
+        self.flush()
+        pending = self.pending_records
+        if pending:
+            self._log(f"warning: {pending} tracking records could not reach MLflow at "
+                      f"{redact_uri(self.tracking_uri)}; they are kept in {self.journal.path}: run "
+                      f"`rayprune sync {self.search_dir}` when it is back")
+        return pending
+
+
+def local_artifact_dir(search_dir: str | Path, artifact_location: str, run_id: str | None = None) -> Path:
+    """The folder holding an experiment's artifacts (or one run's, with ``run_id``) of a search
+    directory's own store: ``<search dir>/mlartifacts/<location path>[/<run id>/artifacts]``.
+
+    The store records them as ``mlflow-artifacts:/<experiment>/...``, which only an MLflow
+    server resolves (``rayprune ui``); a Python ``MlflowClient`` on the SQLite file alone cannot
+    read them, so code without a server reads the files here.
+    """
+    root = Path(search_dir) / ARTIFACTS_DIR / artifact_location.split(":", 1)[1].lstrip("/")
+    return root / run_id / "artifacts" if run_id else root
+
+
+def _slug(name: str) -> str:
+    """A folder name for an experiment's artifacts (its name, kept to safe characters)."""
+    kept = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return kept or "experiment"
+
+
+def sync_search_dir(search_dir: str | Path, tracking_uri: str | None = None, *,
+                    log: Callable[[str], None] | None = None) -> tuple[int, int]:
+    """Replay ``<search dir>/tracking_pending.jsonl`` into MLflow (``rayprune sync``).
+
+    Args:
+        search_dir: a search directory with a ``tracking.json``.
+        tracking_uri: the tracking URI to replay into; default: the search directory's own
+            store, or the server recorded in ``tracking.json`` (which holds no credentials:
+            pass the URI again, or set ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``/``_TOKEN``).
+
+    Returns:
+        (records sent, records still pending).
+
+    Raises:
+        SpecError: not a tracked search directory, or the tracking URI does not answer.
+    """
+    search_dir = Path(search_dir).resolve()
+    state_file = search_dir / STATE_FILE
+    if not state_file.exists():
+        raise SpecError(f"{search_dir}: no {STATE_FILE} (not a search directory, or nothing was tracked)")
+    state = json.loads(state_file.read_text())
+    if tracking_uri is None:
+        tracking_uri = default_tracking_uri(search_dir) if state.get("default_store", True) else state["tracking_uri"]
+        if "***" in tracking_uri:
+            raise SpecError(f"{state_file}: the search tracked to {tracking_uri}, whose credentials are not "
+                            f"stored; pass the URI again with --tracking-uri")
+    check_tracking_uri(tracking_uri, what="tracking URI")
+    tracker = SearchTracker.attach(search_dir, tracking_uri, log=log)
+    tracker.flush()
+    return tracker.synced_records, tracker.pending_records

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from rayprune.config import TrainingSection, split_key
 from rayprune.methods import PruningMethod, SparsitySchedule, get_method
 
 __all__ = ["TrialSettings", "TrialConfig", "eval_steps", "build_method"]
@@ -15,6 +16,9 @@ __all__ = ["TrialSettings", "TrialConfig", "eval_steps", "build_method"]
 class TrialSettings:
     """What every trial of a search shares (not searched): model, budget, objective metric.
 
+    The defaults are those of :class:`~rayprune.config.TrainingSection` (the YAML ``training``
+    section); a search builds its settings with :meth:`from_section`.
+
     Attributes:
         model: model id/path/bundled name.
         metric: the objective metric (a key of the task's metrics).
@@ -22,25 +26,49 @@ class TrialSettings:
         batch_size / eval_batch_size / eval_interval: as in the YAML ``training`` section.
         learning_rate / weight_decay / warmup_ratio / max_grad_norm / seed: defaults that the
             space may override per trial.
-        teacher_dir: dense fine-tuned teacher for methods with ``needs_teacher``.
+        teacher_dir: the dense reference model, the teacher of methods with ``needs_teacher`` and
+            of ``distill.*`` (:mod:`rayprune.training.reference`).
+        reference_metric: the dense reference's ``metric`` on the eval split; every evaluation
+            then reports ``retained`` (metric / reference metric).  None: no reference.
+        constraints: the search's ``objective.constraints``; a trial measures what they name
+            (``parameters``, ``latency_ms``) at its last evaluation.
         threads: torch intra-op threads in the trial (default: the trial's CPU count).
         checkpoint_every: checkpoint every N-th evaluation (and always at the end).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (``training.precision``).
+        compile: ``torch.compile`` the model (``training.compile``).
     """
 
     model: str
     metric: str
     steps: int
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    eval_interval: int = 50
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    seed: int = 0
+    batch_size: int = TrainingSection.batch_size
+    eval_batch_size: int = TrainingSection.eval_batch_size
+    eval_interval: int = TrainingSection.eval_interval
+    learning_rate: float = TrainingSection.learning_rate
+    weight_decay: float = TrainingSection.weight_decay
+    warmup_ratio: float = TrainingSection.warmup_ratio
+    max_grad_norm: float | None = TrainingSection.max_grad_norm
+    seed: int = TrainingSection.seed
     teacher_dir: str | None = None
     threads: int | None = None
     checkpoint_every: int = 1
+    reference_metric: float | None = None
+    constraints: dict = field(default_factory=dict)
+    precision: str = TrainingSection.precision
+    compile: bool = TrainingSection.compile
+
+    @classmethod
+    def from_section(cls, training: TrainingSection, *, model: str, metric: str, steps: int,
+                     threads: int | None) -> "TrialSettings":
+        """The settings of a search's trials from its ``training`` section (``steps`` resolved
+        from ``training.epochs`` when that is what the file gives)."""
+        return cls(
+            model=model, metric=metric, steps=steps, batch_size=training.batch_size,
+            eval_batch_size=training.eval_batch_size, eval_interval=min(training.eval_interval, steps),
+            learning_rate=training.learning_rate, weight_decay=training.weight_decay,
+            warmup_ratio=training.warmup_ratio, max_grad_norm=training.max_grad_norm, seed=training.seed,
+            threads=threads, precision=training.precision, compile=training.compile,
+        )
 
     @property
     def num_evals(self) -> int:
@@ -72,17 +100,20 @@ class TrialConfig:
     schedule: dict
     method_options: dict
     flat: dict = field(default_factory=dict)
+    distill: dict = field(default_factory=dict)
 
     @classmethod
     def from_flat(cls, config: Mapping[str, Any], settings: TrialSettings) -> "TrialConfig":
         method = config.get("method")
-        schedule, options = {}, {}
+        schedule, options, distill = {}, {}, {}
         for key, value in config.items():
-            scope, _, name = key.partition(".")
-            if not name:
+            scope, name = split_key(key)
+            if scope is None:
                 continue
             if scope == "schedule":
                 schedule[name] = value
+            elif scope == "distill":
+                distill[name] = value
             elif scope == method:
                 options[name] = value
             else:
@@ -98,6 +129,7 @@ class TrialConfig:
             schedule=schedule,
             method_options=options,
             flat=dict(config),
+            distill=distill,
         )
 
 

@@ -24,8 +24,44 @@ from rayprune.models import load_model_and_tokenizer, prunable_targets
 from rayprune.training.checkpoint import load_checkpoint, save_checkpoint
 from rayprune.training.config import TrialConfig, TrialSettings, build_method, eval_steps
 from rayprune.training.evaluation import evaluate
+from rayprune.training.precision import Precision
 
-__all__ = ["run_training", "load_teacher"]
+__all__ = ["run_training", "load_teacher", "distillation_loss", "TrialFailed", "SPARSITY_SHORTFALL"]
+
+#: A trial whose measured sparsity ends more than this below its target has failed: the method did
+#: not prune what it was asked to (a diverged or broken run), and its metric is not comparable.
+#: 0.05 leaves room for methods that prune whole units (GRAIN lands within one unit of its target).
+SPARSITY_SHORTFALL = 0.05
+
+
+class TrialFailed(RuntimeError):
+    """Raised when a trial cannot give a usable result: a non-finite loss, metric or weight, or a
+    measured sparsity far below the target at the end of the budget.  Raised at once, so Ray marks
+    the trial ERROR, Optuna is told it failed and the search goes on; the message is the reason
+    shown in ``results.csv``."""
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
+                      *, is_regression: bool = False) -> torch.Tensor:
+    """Soft-target loss from the dense reference: ``T^2 KL(softmax(t/T) || softmax(s/T))`` averaged
+    over the batch (Hinton et al. 2015; the T^2 keeps its gradient scale independent of T), or the
+    mean squared difference of the predictions for regression."""
+    if is_regression:
+        return torch.nn.functional.mse_loss(student_logits.float(), teacher_logits.float())
+    log_student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_teacher = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return torch.nn.functional.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature ** 2
+
+
+def _distill_options(config: TrialConfig) -> tuple[float, float]:
+    """(alpha, temperature) from the trial's ``distill.*`` keys; alpha 0 (the default) is off."""
+    alpha = float(config.distill.get("alpha", 0.0))
+    temperature = float(config.distill.get("temperature", 2.0))
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"distill.alpha must be in [0, 1], got {alpha}")
+    if temperature <= 0:
+        raise ValueError(f"distill.temperature must be > 0, got {temperature}")
+    return alpha, temperature
 
 
 def _cycle_batches(split, batch_size: int, seed: int, start_step: int = 0):
@@ -82,8 +118,10 @@ def run_training(
     )
     # Ray gives a trial with `gpu` resources its own CUDA_VISIBLE_DEVICES; otherwise the CPU.
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = Precision.create(settings.precision, device)
     model.to(device).train()
     method, schedule = build_method(config)
+    alpha, temperature = _distill_options(config)
     teacher = None
     total = settings.steps
     context = TrainingContext(
@@ -107,12 +145,14 @@ def run_training(
     if method is not None:
         targets = prunable_targets(model, method.default_scope)
         method.prepare(model, targets, context)
-        if method.needs_teacher:
-            teacher = load_teacher(settings.teacher_dir).to(device)
+    if (method is not None and method.needs_teacher) or alpha > 0:
+        teacher = load_teacher(settings.teacher_dir).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if method is not None:
         params += list(method.extra_parameters())
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = precision.optimizer(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    if settings.compile:
+        model.compile()  # in place: parameter names and tensors stay those the method holds
     from transformers import get_linear_schedule_with_warmup
 
     lr_scheduler = get_linear_schedule_with_warmup(
@@ -121,6 +161,7 @@ def run_training(
     start_step = 0
     if resume_from is not None:
         start_step = load_checkpoint(Path(resume_from), model, optimizer, lr_scheduler, method)
+        precision.load(Path(resume_from))
 
     evals = set(eval_steps(total, settings.eval_interval))
     batches = _cycle_batches(data.train, config.batch_size, config.seed, start_step=start_step)
@@ -131,44 +172,63 @@ def run_training(
     for step in range(start_step, total):
         context.step = step
         context.learning_rate = lr_scheduler.get_last_lr()[0]
-        batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-        outputs = model(**batch, output_hidden_states=want_hidden)
-        teacher_outputs = None
-        if teacher is not None:
-            with torch.no_grad():
-                teacher_outputs = teacher(
-                    **{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=want_hidden
-                )
-        loss = extra = None
-        if method is not None:
-            loss = method.task_loss(outputs, batch, teacher_outputs)
-            extra = method.extra_loss(outputs, batch, teacher_outputs)
-        if loss is None:
-            loss = outputs.loss
-        loss.backward(retain_graph=extra is not None)
-        if settings.max_grad_norm:  # the task gradient only (see rayprune/methods/base.py)
+        batch = precision.to_device(next(batches))
+        with precision.autocast():  # forwards and losses; backward and the hooks run outside
+            outputs = model(**batch, output_hidden_states=want_hidden)
+            teacher_outputs = None
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_outputs = teacher(
+                        **{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=want_hidden
+                    )
+            loss = extra = None
+            if method is not None:
+                loss = method.task_loss(outputs, batch, teacher_outputs)
+                extra = method.extra_loss(outputs, batch, teacher_outputs)
+            if loss is None:
+                loss = outputs.loss
+                if alpha > 0:  # the method keeps the default task loss: distil from the reference
+                    loss = (1 - alpha) * loss + alpha * distillation_loss(
+                        outputs.logits, teacher_outputs.logits, temperature, is_regression=data.is_regression)
+        precision.backward(loss, retain_graph=extra is not None)
+        # fp16: true gradients before clipping and before the method reads them; an overflowed
+        # step is skipped whole (no statistics, no update), only the masking schedule goes on.
+        finite = precision.unscale(optimizer)
+        if finite and settings.max_grad_norm:  # the task gradient only (see rayprune/methods/base.py)
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        if method is not None:
+        if finite and method is not None:
             method.after_backward(model)
-        if extra is not None:
-            extra.backward()
-        optimizer.step()
+        if finite and extra is not None:
+            finite = precision.backward_extra(extra)
+        precision.step(optimizer, finite=finite)
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if method is not None:
-            method.after_optimizer_step(model)
+            if finite:
+                method.after_optimizer_step(model)
             if schedule.should_update(step, total):
                 method.step(schedule.sparsity_at(step, total))
             method.apply_masks()
         losses.append(float((loss + extra).detach()) if extra is not None else float(loss.detach()))
+        if not math.isfinite(losses[-1]) and finite:  # fp16: a step the loss scaler skipped is not divergence
+            raise TrialFailed(f"non-finite training loss ({losses[-1]}) at step {step + 1}")
         if progress is not None:
             progress(step + 1, total)
         done = step + 1
         if done in evals:
             metrics = evaluate(model, data.eval, data, settings.eval_batch_size)
+            _check_finite(model, metrics, settings.metric, done)
+            if settings.reference_metric:
+                metrics["retained"] = metrics[settings.metric] / settings.reference_metric
             metrics.update(_sparsity_metrics(model, method))
+            if done == total:
+                _check_sparsity(config, method, metrics)
+                metrics.update(_constraint_measurements(model, method, data, settings, device))
             if method is not None:
                 metrics.update({f"method/{k}": float(v) for k, v in method.diagnostics().items()})
+            metrics["precision"] = precision.name
+            if precision.scaler is not None:
+                metrics["skipped_steps"] = precision.skipped_steps
             metrics.update(
                 target_sparsity=config.target_sparsity,
                 scheduled_sparsity=schedule.sparsity_at(step, total) if schedule else 0.0,
@@ -184,9 +244,61 @@ def run_training(
             if due:
                 def writer(directory: Path, _step=done):
                     save_checkpoint(Path(directory), model, optimizer, lr_scheduler, method, _step, config)
+                    precision.save(Path(directory))
             if report is not None:
                 report(dict(metrics), writer)
     return model, method, metrics
+
+
+def _check_finite(model: nn.Module, metrics: dict, metric: str, step: int) -> None:
+    """Raise :class:`TrialFailed` if the objective metric or any weight is NaN or infinite (a
+    diverged model still gets a finite accuracy: argmax of NaN logits is class 0)."""
+    if not math.isfinite(metrics[metric]):
+        raise TrialFailed(f"non-finite {metric} ({metrics[metric]}) at step {step}")
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise TrialFailed(f"non-finite weights at step {step} in {len(bad)} tensors, e.g. {bad[0]}")
+
+
+def _check_sparsity(config: TrialConfig, method: PruningMethod | None, metrics: dict) -> None:
+    """Raise :class:`TrialFailed` if the measured sparsity ends more than ``SPARSITY_SHORTFALL``
+    below the target.  The better of the prunable-set and encoder sparsities counts: structured
+    methods reach their target over the encoder parameters."""
+    if method is None or config.target_sparsity <= 0:
+        return
+    reached = max(metrics["sparsity"], metrics["sparsity_encoder"])
+    if config.target_sparsity - reached > SPARSITY_SHORTFALL:
+        raise TrialFailed(f"measured sparsity {reached:.3f} is far below the target {config.target_sparsity:.3f} "
+                          f"at the end of the budget (more than {SPARSITY_SHORTFALL} below)")
+
+
+#: The fixed batch that ``latency_ms`` is measured on: the first this many eval examples (the same
+#: batch for every trial of a search).
+LATENCY_BATCH = 8
+
+
+def _constraint_measurements(model: nn.Module, method: PruningMethod | None, data, settings: TrialSettings,
+                             device: str) -> dict[str, float]:
+    """What ``objective.constraints`` asks of a finished trial, on the model as it would be
+    exported: ``parameters`` (non-zero ones; physical ones for structured methods, whose export
+    drops whole units) and ``latency_ms`` (median forward time of a fixed batch on the trial's
+    device).  Measured on a copy, so the trial's model and method stay as they are."""
+    wanted = {k for k, v in (settings.constraints or {}).items() if v is not None}
+    if not wanted & {"max_parameters", "max_latency_ms"}:
+        return {}
+    import copy
+
+    deployed = copy.deepcopy(method).finalize() if method is not None and method.structured else model
+    out = {}
+    if "max_parameters" in wanted:
+        out["parameters"] = float(measure.count_parameters(deployed, nonzero=not (method is not None and method.structured)))
+    if "max_latency_ms" in wanted:
+        batch = next(iter(data.eval.batches(LATENCY_BATCH, shuffle=False)))
+        batch.pop("labels", None)
+        inputs = {k: v.to(device) for k, v in batch.items()}
+        out["latency_ms"] = 1000.0 * measure.measure_latency(deployed, inputs).median_s
+        model.train()
+    return out
 
 
 def _sparsity_metrics(model: nn.Module, method: PruningMethod | None) -> dict[str, float]:

@@ -4,37 +4,56 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
+from rayprune.config import build_section, read_yaml
+from rayprune.data.spec import DataSpec
 from rayprune.errors import SpecError
-from rayprune.training import TrialConfig, TrialSettings, run_training
+from rayprune.training import TrialConfig, TrialSettings, build_method, run_training
 
-__all__ = ["train_from_config"]
+__all__ = ["train_from_config", "CONFIG_KEYS"]
+
+#: The keys of a config written by `rayprune export` (``data_dir`` is optional).
+CONFIG_KEYS = ("model", "data", "data_dir", "metric", "training", "trial")
 
 
 def train_from_config(path: str | Path, *, out: str | Path | None = None, data_dir: str | None = None) -> dict:
-    """Re-run the trial described by ``config.yaml``; return its final metrics."""
-    from rayprune.data import DataSpec, load_task, tokenize_task
+    """Re-run the trial described by ``config.yaml``; return its final metrics.
+
+    Raises:
+        SpecError: the config is unreadable or any part of it is invalid, before training starts.
+    """
+    from rayprune.data import load_task, tokenize_task
     from rayprune.models import load_model_and_tokenizer
 
     path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: file not found")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path, what="config")
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: <top level>: expected a mapping (a config written by `rayprune export`)")
+    for key in raw:
+        if key not in CONFIG_KEYS:
+            raise SpecError(f"{path}: {key}: unknown key; allowed: {list(CONFIG_KEYS)}")
     for key in ("model", "data", "training", "trial", "metric"):
         if key not in raw:
             raise SpecError(f"{path}: {key}: required (a config written by `rayprune export`)")
-    data_spec_fields = {k: v for k, v in raw["data"].items() if k != "max_seq_length"}
-    try:
-        task = load_task(DataSpec(**data_spec_fields), data_dir=data_dir or raw.get("data_dir"))
-    except (TypeError, ValueError, FileNotFoundError) as err:
-        raise SpecError(f"{path}: data: {err}") from None
-    settings = TrialSettings(model=raw["model"], metric=raw["metric"], **raw["training"])
-    _, tokenizer = load_model_and_tokenizer(settings.model, num_labels=task.num_labels, is_regression=task.is_regression)
-    data = tokenize_task(task, tokenizer, max_seq_length=int(raw["data"].get("max_seq_length", 128)))
+    data_spec = build_section(DataSpec, raw["data"], where="data", source=str(path))
+    if not isinstance(raw["training"], dict):
+        raise SpecError(f"{path}: training: expected a mapping of trial settings")
+    settings = build_section(TrialSettings, {"model": raw["model"], "metric": raw["metric"], **raw["training"]},
+                             where="training", source=str(path))
     if settings.teacher_dir and not Path(settings.teacher_dir).exists():
         raise SpecError(f"{path}: training.teacher_dir: {settings.teacher_dir} does not exist")
-    config = TrialConfig.from_flat(raw["trial"], settings)
+    if not isinstance(raw["trial"], dict):
+        raise SpecError(f"{path}: trial: expected a mapping (the trial's flat config)")
+    try:
+        config = TrialConfig.from_flat(raw["trial"], settings)
+        build_method(config)
+    except (TypeError, ValueError) as err:
+        raise SpecError(f"{path}: trial: {err}") from None
+    try:
+        task = load_task(data_spec, data_dir=data_dir or raw.get("data_dir"))
+    except (TypeError, ValueError, FileNotFoundError) as err:
+        raise SpecError(f"{path}: data: {err}") from None
+    _, tokenizer = load_model_and_tokenizer(settings.model, num_labels=task.num_labels, is_regression=task.is_regression)
+    data = tokenize_task(task, tokenizer, max_seq_length=data_spec.max_seq_length)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=settings.steps, desc=f"train {config.method}", unit="step")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rayprune.training.config import TrialConfig, TrialSettings
 from rayprune.training.loop import run_training
+from rayprune.training.precision import release_device_memory
 
 __all__ = ["tune_trainable"]
 
@@ -41,12 +42,18 @@ def tune_trainable(config: dict, *, settings: TrialSettings, data) -> None:
             writer(Path(tmp))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    if checkpoint is None:
-        run_training(trial_config, settings, data, report=report)
-        return
-    # A private copy of the checkpoint (``as_directory`` may hand out the storage copy itself,
-    # which Ray deletes once newer checkpoints exist); removed when the trial ends.
-    with tempfile.TemporaryDirectory(prefix="rayprune-resume-") as resume:
-        with checkpoint.as_directory() as ckpt_dir:
-            shutil.copytree(ckpt_dir, resume, dirs_exist_ok=True)
-        run_training(trial_config, settings, data, report=report, resume_from=Path(resume))
+    # The model, optimizer and method are dropped with run_training's return value; the finally
+    # frees them and the CUDA cache now, not when the worker exits, for the trials that share
+    # this GPU (fractional `resources.gpu`) or reuse this worker.
+    try:
+        if checkpoint is None:
+            run_training(trial_config, settings, data, report=report)
+            return
+        # A private copy of the checkpoint (``as_directory`` may hand out the storage copy itself,
+        # which Ray deletes once newer checkpoints exist); removed when the trial ends.
+        with tempfile.TemporaryDirectory(prefix="rayprune-resume-") as resume:
+            with checkpoint.as_directory() as ckpt_dir:
+                shutil.copytree(ckpt_dir, resume, dirs_exist_ok=True)
+            run_training(trial_config, settings, data, report=report, resume_from=Path(resume))
+    finally:
+        release_device_memory()

@@ -8,6 +8,12 @@ method whose module does not import (yet) fails under its own id instead of bein
 Structured methods (class attribute ``structured = True``) count sparsity over the encoder's
 parameters and remove whole units, so the per-element sparsity check becomes a range check and
 the ``finalize`` key check is replaced by "the smaller model still runs".
+
+Both mask policies are checked for every method (``mask_policy`` is an option of each): under
+``persistent`` pruned entries stay pruned, under ``reselect`` an entry whose score rises comes
+back while the ramp lasts; after the ramp nothing changes under either.  A score "rises" through
+:func:`_raising`, a subclass whose selection sees one chosen pruned entry (or unit) score highest,
+as the method's own statistics would after enough steps.
 """
 
 from __future__ import annotations
@@ -19,13 +25,17 @@ import pytest
 import torch
 from torch import nn
 
+import typing
+
 from rayprune.methods import (
+    MethodOptions,
     PruningMethod,
     SparsitySchedule,
     TrainingContext,
     available_methods,
     get_method,
 )
+from rayprune.methods.base import MASK_POLICIES
 from rayprune.models import encoder_parameters, prunable_targets
 
 METHODS = available_methods()
@@ -60,8 +70,51 @@ def _randomize_biases(model: nn.Module, seed: int) -> None:
                 param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
 
 
-def _start(name: str, make_tiny_bert, *, seed: int = 0) -> Run:
+def _raising(cls: type[PruningMethod]) -> type[PruningMethod]:
+    """``cls`` whose selection sees ``raised`` (``(fqn, flat index)`` of an entry, or ``("unit",
+    index)`` of a structured unit) with a score above every other; ``None`` = unchanged."""
+
+    class Raised(cls):
+        raised: tuple[str, int] | None = None
+
+        def _top(self, scores: torch.Tensor, index: int) -> torch.Tensor:
+            scores = scores.detach().clone()
+            scores.view(-1)[index] = float(scores.max()) + 1.0
+            return scores
+
+        def score(self, fqn, weight):
+            scores = super().score(fqn, weight)
+            if self.raised is not None and self.raised[0] == fqn:
+                return self._top(scores, self.raised[1])
+            return scores
+
+        def flat_scores(self):
+            scores = super().flat_scores()
+            if self.raised is None or self.raised[0] == "unit":
+                return scores
+            fqn, index = self.raised
+            offset = 0
+            for f, p in self.params.items():  # flat order = target order
+                if f == fqn:
+                    break
+                offset += p.numel()
+            return self._top(scores, offset + index)
+
+        def _unit_scores(self):
+            scores = super()._unit_scores()
+            if self.raised is not None and self.raised[0] == "unit":
+                return self._top(scores, self.raised[1])
+            return scores
+
+    Raised.__name__ = Raised.__qualname__ = f"Raised{cls.__name__}"
+    return Raised
+
+
+def _start(name: str, make_tiny_bert, *, seed: int = 0, policy: str | None = None,
+           raising: bool = False) -> Run:
     cls = get_method(name)  # an import error fails this method's test
+    if raising:
+        cls = _raising(cls)
     model = make_tiny_bert(seed=seed)
     _randomize_biases(model, seed)
     keys_before = list(model.state_dict())
@@ -77,7 +130,7 @@ def _start(name: str, make_tiny_bert, *, seed: int = 0) -> Run:
         seed=seed,
     )
     torch.manual_seed(seed)
-    method = cls()
+    method = cls() if policy is None else cls(mask_policy=policy)
     targets = prunable_targets(model, cls.default_scope)
     method.prepare(model, targets, context)
     params = list(model.parameters()) + list(method.extra_parameters())
@@ -113,10 +166,31 @@ def _train(run: Run, batch: dict[str, torch.Tensor], steps: int = TOTAL_STEPS) -
         method.apply_masks()
 
 
-def _trained(name, make_tiny_bert, batch, *, seed=0) -> Run:
-    run = _start(name, make_tiny_bert, seed=seed)
+def _trained(name, make_tiny_bert, batch, *, seed=0, policy=None, raising=False) -> Run:
+    run = _start(name, make_tiny_bert, seed=seed, policy=policy, raising=raising)
     _train(run, batch)
     return run
+
+
+def _a_pruned_entry(run: Run) -> tuple[str, int]:
+    """``(fqn, flat index)`` of the first pruned entry (unstructured methods), or ``("unit",
+    index)`` of the first removed unit (structured methods)."""
+    if run.cls.structured:
+        dead = (~run.method._flat(run.method._alive)).nonzero()
+        assert dead.numel(), "no unit was removed"
+        return "unit", int(dead[0])
+    for fqn, mask in run.method.masks.items():
+        pruned = (~mask).reshape(-1).nonzero()
+        if pruned.numel():
+            return fqn, int(pruned[0])
+    raise AssertionError("no entry was pruned")
+
+
+def _is_kept(run: Run, raised: tuple[str, int]) -> bool:
+    kind, index = raised
+    if kind == "unit":
+        return bool(run.method._flat(run.method._alive)[index])
+    return bool(run.method.masks[kind].reshape(-1)[index])
 
 
 def _masks(method: PruningMethod) -> dict[str, torch.Tensor]:
@@ -186,15 +260,43 @@ def test_measured_sparsity_matches_the_request(name, make_tiny_bert, tiny_batch)
 
 
 @pytest.mark.parametrize("name", METHODS)
+def test_every_method_has_a_mask_policy_option(name):
+    cls = get_method(name)
+    fields = {f.name: f for f in cls.option_fields()}
+    assert "mask_policy" in fields, f"{name} has no mask_policy option"
+    field = fields["mask_policy"]
+    assert typing.get_args(typing.get_type_hints(cls.Options)["mask_policy"]) == MASK_POLICIES
+    assert field.default in MASK_POLICIES
+    assert field.metadata.get("help"), f"{name}.mask_policy has no help text"
+    for policy in MASK_POLICIES:
+        assert cls(mask_policy=policy).options.mask_policy == policy
+    with pytest.raises(ValueError, match="mask_policy"):
+        cls(mask_policy="sometimes")
+
+
+def test_default_mask_policies_are_the_papers():
+    expected = {
+        "magnitude": "persistent", "grain": "persistent", "head_ffn": "persistent",
+        "rpp": "persistent", "movement": "reselect", "soft_movement": "reselect",
+        "seven": "reselect", "platon": "reselect", "pins": "reselect", "mgpp": "reselect",
+    }
+    assert {name: get_method(name).Options().mask_policy for name in expected} == expected
+    assert MethodOptions().mask_policy == "persistent"
+
+
+@pytest.mark.parametrize("name", METHODS)
 def test_pruned_entries_stay_pruned(name, make_tiny_bert, tiny_batch):
-    run = _trained(name, make_tiny_bert, tiny_batch)
+    run = _trained(name, make_tiny_bert, tiny_batch, policy="persistent", raising=True)
     before = _masks(run.method)
     params = dict(run.model.named_parameters())
-    # Weights move (as after an optimizer step), then another masking step at the same target.
+    # Weights move (as after an optimizer step) and a pruned entry's score rises above all
+    # others, then another masking step at the same target, still inside the ramp.
     _perturb(run.model, seed=11)
+    raised = run.method.raised = _a_pruned_entry(run)
     run.method.step(FINAL_SPARSITY)
     run.method.apply_masks()
     after = _masks(run.method)
+    assert not _is_kept(run, raised), f"{name} (persistent) revived the entry whose score rose"
     for fqn, mask in before.items():
         assert not (after[fqn] & ~mask).any(), f"{name} revived pruned entries of {fqn}"
         assert not params[fqn].detach().cpu()[~mask].any(), f"{fqn}: pruned entries not zero"
@@ -203,6 +305,52 @@ def test_pruned_entries_stay_pruned(name, make_tiny_bert, tiny_batch):
     run.method.apply_masks()
     for fqn, mask in after.items():
         assert not params[fqn].detach().cpu()[~mask].any(), f"{fqn}: apply_masks left non-zeros"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_reselect_brings_back_an_entry_whose_score_rises(name, make_tiny_bert, tiny_batch):
+    run = _trained(name, make_tiny_bert, tiny_batch, policy="reselect", raising=True)
+    method, params = run.method, dict(run.model.named_parameters())
+    last = run.schedule.steps(TOTAL_STEPS)[1]
+    assert run.context.step <= last  # still inside the ramp: the last masking step
+    raised = method.raised = _a_pruned_entry(run)
+    stored = None
+    if not run.cls.structured:
+        values = method.pruned_values(raised[0])
+        stored = None if values is None else float(values.reshape(-1)[raised[1]])
+    method.step(FINAL_SPARSITY)
+    method.apply_masks()
+    assert _is_kept(run, raised), f"{name} (reselect) kept out the entry whose score rose"
+    if not run.cls.structured:
+        fqn, index = raised
+        value = float(params[fqn].detach().reshape(-1)[index])
+        if run.cls.keeps_pruned_values:
+            # The dense weight under the mask: it resumes from its trained value.
+            assert stored is not None and stored != 0.0 and value == stored, (name, stored, value)
+        else:
+            assert value == 0.0, f"{name} zeroes in place: a returning weight restarts from 0"
+        # Still exactly the requested sparsity: another entry went instead.
+        zeros, total = _zeros([params[f] for f in method.masks])
+        groups = len(method.masks) if method.options.selection == "layer" else 1
+        assert abs(zeros - FINAL_SPARSITY * total) <= groups
+        assert method.diagnostics()["mask_changed_last"] > 0
+        assert method.diagnostics()["returned"] > 0
+    for fqn, mask in method.masks.items():
+        assert not params[fqn].detach()[~mask].any(), f"{fqn}: pruned entries not zero"
+
+
+@pytest.mark.parametrize("policy", MASK_POLICIES)
+@pytest.mark.parametrize("name", METHODS)
+def test_nothing_changes_after_the_ramp(name, policy, make_tiny_bert, tiny_batch):
+    run = _trained(name, make_tiny_bert, tiny_batch, policy=policy, raising=True)
+    run.context.step = TOTAL_STEPS  # past the ramp's last masking step
+    before = _masks(run.method)
+    run.method.raised = _a_pruned_entry(run)
+    run.method.step(FINAL_SPARSITY)
+    run.method.apply_masks()
+    after = _masks(run.method)
+    for fqn, mask in before.items():
+        assert torch.equal(after[fqn], mask), f"{name} ({policy}) changed {fqn} after the ramp"
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -225,16 +373,23 @@ def test_finalize_bakes_masks_and_keeps_state_dict_keys(name, make_tiny_bert, ti
         assert not weights[fqn].cpu()[~mask].any(), f"{fqn}: pruned entries not baked to zero"
 
 
+@pytest.mark.parametrize("policy", MASK_POLICIES)
 @pytest.mark.parametrize("name", METHODS)
-def test_state_dict_round_trip(name, make_tiny_bert, tiny_batch):
-    run = _trained(name, make_tiny_bert, tiny_batch)
+def test_state_dict_round_trip(name, policy, make_tiny_bert, tiny_batch):
+    run = _trained(name, make_tiny_bert, tiny_batch, policy=policy)
     state = copy.deepcopy(run.method.state_dict())
     # A resumed trial: the checkpointed weights, a fresh method instance, prepare, load.
     model = copy.deepcopy(run.model)
     context = copy.copy(run.context)
-    restored = run.cls()
+    restored = run.cls(mask_policy=policy)
     restored.prepare(model, run.targets, context)
     restored.load_state_dict(state)
+    assert restored.diagnostics() == run.method.diagnostics()
+    for fqn in run.method.masks:
+        stored, got = run.method.pruned_values(fqn), restored.pruned_values(fqn)
+        assert (stored is None) == (got is None), f"{fqn}: stored pruned values not restored"
+        if stored is not None:
+            assert torch.equal(got, stored), f"{fqn}: stored pruned values differ after restore"
     expected = _masks(run.method)
     got = _masks(restored)
     assert got.keys() == expected.keys()

@@ -174,3 +174,68 @@ def test_count_zeros_and_sparsity_of():
     assert masks.sparsity_of({}) == 0.0
     # -0.0 is a zero; a tiny value is not.
     assert masks.count_zeros([torch.tensor([-0.0, 1e-30])]) == (1, 2)
+
+
+# ---------------------------------------------------------------------------- reselection
+def test_reselect_keep_chooses_again_from_the_current_scores_by_hand():
+    score = torch.tensor([0.1, 0.5, 0.3, 0.9, 0.2, 0.05])
+    keep = torch.tensor([True, True, False, True, True, False])  # 0.3 and 0.05 pruned before
+    # Half pruned (k = 3): the three lowest now are 0.05, 0.1, 0.2, so 0.3 (index 2) comes back
+    # and 0.1, 0.2 (indices 0, 4) go; 0.05 stays pruned.
+    new = masks.reselect_keep(score, keep, 0.5)
+    assert new.tolist() == [False, True, True, True, False, False]
+    assert keep.tolist() == [True, True, False, True, True, False]  # not modified
+
+
+def test_reselect_keep_breaks_ties_in_favour_of_the_current_mask():
+    score = torch.zeros(6)  # every entry tied, e.g. scores that never moved from 0
+    keep = torch.tensor([False, True, True, False, True, True])
+    assert torch.equal(masks.reselect_keep(score, keep, 2 / 6), keep)
+    # One more to prune: the earliest kept entry among the tied goes last, so index 5.
+    assert masks.reselect_keep(score, keep, 3 / 6).tolist() == [False, True, True, False, True, False]
+    # Fewer to prune: the pruned entries come back by position, earliest first.
+    assert masks.reselect_keep(score, keep, 1 / 6).tolist() == [True, True, True, False, True, True]
+
+
+def test_reselect_keep_per_tensor_and_with_a_ceiling():
+    score = torch.tensor([0.4, 0.1, 0.3, 0.2, 0.9, 0.8])
+    keep = torch.ones(6, dtype=torch.bool)
+    # Two tensors of 3, one entry pruned in each: 0.1 of the first, 0.2 of the second.
+    assert masks.reselect_keep(score, keep, 1 / 3, sizes=[3, 3]).tolist() == [
+        True, False, True, False, True, True,
+    ]
+    # Global, half, but only scores <= 0.25 may go: a cap of 2 (0.1 and 0.2).
+    assert masks.reselect_keep(score, keep, 0.5, ceiling=0.25).tolist() == [
+        True, False, True, False, True, True,
+    ]
+    with pytest.raises(ValueError, match="sizes sum"):
+        masks.reselect_keep(score, keep, 0.5, sizes=[2, 2])
+    with pytest.raises(ValueError, match="sparsity=1.0"):
+        masks.reselect_keep(score, keep, 1.0)
+
+
+def test_reselect_keep_matches_a_full_sort_on_a_large_tensor():
+    gen = torch.Generator().manual_seed(5)
+    score = torch.randn(300_000, generator=gen)
+    keep = torch.rand(300_000, generator=gen) > 0.3
+    new = masks.reselect_keep(score, keep, 0.9, generator=torch.Generator().manual_seed(1))
+    expected = torch.ones_like(keep)
+    expected[torch.argsort(score)[:270_000]] = False
+    assert torch.equal(new, expected)
+
+
+@pytest.mark.parametrize("k", [1, 17, 150_000, 299_990, 300_000])
+def test_kth_smallest_is_exact(k):
+    values = torch.randn(300_000, generator=torch.Generator().manual_seed(k))
+    want = float(torch.kthvalue(values, k).values)
+    assert masks.kth_smallest(values, k, generator=torch.Generator().manual_seed(0)) == want
+    with pytest.raises(ValueError, match="k=0"):
+        masks.kth_smallest(values, 0)
+
+
+def test_prefer_current_moves_only_pruned_entries_just_below():
+    score = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    keep = torch.tensor([True, False, True, False])
+    nudged = masks.prefer_current(score, keep)
+    assert nudged[0] == 0.0 and nudged[2] == 1.0
+    assert -1e-30 < nudged[1] < 0.0 and 0.9999 < nudged[3] < 1.0

@@ -147,7 +147,7 @@ def test_after_backward_uses_annealed_lambda_and_nothing_after_t_e():
 
 def test_step_prunes_lowest_magnitudes_globally_and_masks_persist():
     weight = torch.tensor([[0.5, -0.1, 0.3, -0.05], [0.2, 0.4, -0.01, 0.6]])
-    model, method, _ = _prepared(weight)
+    model, method, _ = _prepared(weight, mask_policy="persistent")
     sparsities = method.step(0.25)
     assert sparsities["lin.weight"] == pytest.approx(0.25)
     assert torch.equal(method.masks["lin.weight"], weight.abs() > 0.05)
@@ -156,6 +156,27 @@ def test_step_prunes_lowest_magnitudes_globally_and_masks_persist():
         model.lin.weight[1, 2] = 9.0
     method.step(0.25)
     assert model.lin.weight[1, 2].item() == 0.0
+
+
+def test_reselect_ranks_every_weight_again_like_the_official_in_place_zeroing():
+    weight = torch.tensor([[0.5, -0.1, 0.3, -0.05], [0.2, 0.4, -0.01, 0.6]])
+    model, method, _ = _prepared(weight)  # the default policy: reselect (SPEC §2.3)
+    assert method.options.mask_policy == "reselect"
+    method.step(0.25)  # |w| lowest two: -0.05 and -0.01
+    assert torch.equal(method.masks["lin.weight"], weight.abs() > 0.05)
+    # The zeroed [1, 2] regrows to 9.0 (as an optimizer step could move it in the official
+    # code); at the next event |w| is ranked again: [1, 2] returns and -0.1 goes instead.
+    with torch.no_grad():
+        model.lin.weight[1, 2] = 9.0
+    method.step(0.25)
+    assert method.masks["lin.weight"].tolist() == [[True, False, True, False], [True, True, True, True]]
+    want = torch.tensor([[0.5, 0.0, 0.3, 0.0], [0.2, 0.4, 9.0, 0.6]])
+    assert torch.equal(model.lin.weight.detach(), want)
+    assert method.diagnostics() == {"mask_changed_last": 2 / 8, "returned": 1 / 8}
+    # A held zero scores lowest, so with nothing regrowing the mask stays (ties keep it).
+    method.step(0.25)
+    assert method.masks["lin.weight"].tolist() == [[True, False, True, False], [True, True, True, True]]
+    assert method.diagnostics()["mask_changed_last"] == 0.0
 
 
 def test_schedule_defaults_prune_to_initial_sparsity_at_t_s():
@@ -212,7 +233,10 @@ def test_state_dict_round_trip_on_tiny_bert():
     method.prepare(model, targets, ctx)
     method.step(0.6)
     state = method.state_dict()
-    assert set(state) == {"masks"}  # no statistics beyond the masks
+    # No statistics beyond the masks (and the reselection counters; MGPP zeroes in place, so
+    # it stores no pruned values).
+    assert set(state) == {"masks", "reselection"}
+    assert state["reselection"]["pruned_values"] == {}
 
     other = MGPPMethod()
     other.prepare(model, targets, ctx)

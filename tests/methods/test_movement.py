@@ -149,7 +149,7 @@ def test_layer_and_global_selection_on_hand_set_scores(selection, kept0, kept1):
 def test_masks_persist_even_if_a_pruned_score_recovers():
     model = linear([[1.0, 1.0, 1.0, 1.0]])
     context = context_for(6, interval=100)
-    method = MovementMethod()
+    method = MovementMethod(mask_policy="persistent")
     method.prepare(model, ["0.weight"], context)
     train_step(method, model, context, 0, [[-1.0, -1.0, 1.0, 1.0]])
     method.step(0.5)
@@ -160,6 +160,35 @@ def test_masks_persist_even_if_a_pruned_score_recovers():
     method.step(0.5)
     assert method.masks["0.weight"].tolist() == [[True, True, False, False]]
     assert model[0].weight[0, 2:].tolist() == [0.0, 0.0]
+
+
+def test_reselect_brings_a_recovered_score_back_with_its_trained_weight():
+    model = linear([[1.0, 2.0, 3.0, 4.0]])
+    context = context_for(6, interval=100)
+    method = MovementMethod()  # the default policy: reselect (official TopK every step)
+    method.prepare(model, ["0.weight"], context)
+    train_step(method, model, context, 0, [[-1.0, -1.0, 1.0, 1.0]])
+    weights = model[0].weight.detach().clone()  # after the optimizer step, before masking
+    method.step(0.5)
+    method.apply_masks()
+    assert method.masks["0.weight"].tolist() == [[True, True, False, False]]
+    assert model[0].weight[0, 2:].tolist() == [0.0, 0.0]
+    # The pruned entries' trained values are kept for them (the official dense W under W*M).
+    assert torch.equal(method.pruned_values("0.weight")[0, 2:], weights[0, 2:])
+    # Their scores keep learning from the dense weight: dL/dS = grad * W with W = 3, 4.
+    context.step = 1
+    model[0].weight.grad = torch.tensor([[0.0, 0.0, -1.0, 0.5]])
+    method.after_backward(model)
+    assert method._scores_flat.grad.tolist() == pytest.approx([0.0, 0.0, -weights[0, 2].item(), 0.5 * weights[0, 3].item()])
+    method.score_optimizer.zero_grad(set_to_none=False)
+    with torch.no_grad():
+        method.scores["0.weight"][0, 2] = 100.0  # a pruned entry now scores highest
+    method.step(0.5)
+    method.apply_masks()
+    keep = method.masks["0.weight"].tolist()[0]
+    assert keep[2] and keep.count(True) == 2
+    # It resumes from its trained value, not from 0.
+    assert model[0].weight[0, 2].item() == weights[0, 2].item() != 0.0
 
 
 def test_scores_stop_after_the_ramp():
@@ -213,3 +242,18 @@ def test_state_dict_round_trip_restores_identical_next_step():
 def test_bad_options_are_rejected_with_the_option_name(kwargs, error):
     with pytest.raises(error, match=next(iter(kwargs))):
         MovementMethod(**kwargs)
+
+
+def test_kept_weight_share_compares_the_mask_with_magnitudes_choice():
+    model = linear([[1.0, 2.0, 3.0, 4.0]])
+    context = context_for(6, interval=100)
+    method = MovementMethod()
+    method.prepare(model, ["0.weight"], context)
+    train_step(method, model, context, 0, [[-1.0, -1.0, 1.0, 1.0]])
+    method.step(0.5)
+    method.apply_masks()
+    # Kept: the weights 1 and 2 of a mass of 10; magnitude would keep 3 and 4.
+    numbers = method.diagnostics()
+    assert numbers["kept_weight_share"] == pytest.approx(0.3)
+    assert numbers["kept_weight_share_max"] == pytest.approx(0.7)
+    assert "kept_weight_share" not in MovementMethod(mask_policy="persistent").diagnostics()

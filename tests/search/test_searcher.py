@@ -60,3 +60,84 @@ def test_pareto_uses_only_full_budget_trials(tmp_path):
     assert [r["trial_id"] for r in saved["front"]] == ["a", "b"]
     assert (tmp_path / "pareto.png").stat().st_size > 0 and (tmp_path / "pareto.html").exists()
     assert (tmp_path / "results.csv").read_text().count("\n") == 5
+
+
+# ------------------------------------------------------------ verdicts, floor and constraints
+from rayprune.search.results import Criteria, constraint_violations, front_report, load_search_dir  # noqa: E402
+
+
+def _row(trial_id, accuracy, sparsity, status="complete", **extra):
+    return {"trial_id": trial_id, "method": "magnitude", "target_sparsity": sparsity, "accuracy": accuracy,
+            "sparsity": sparsity, "budget_fraction": 1.0 if status == "complete" else 0.5, "status": status,
+            "config": "{}", **extra}
+
+
+def test_collapsed_infeasible_and_failed_trials_are_never_on_the_front(tmp_path):
+    # floor 0.5 on 100 examples: a trial needs accuracy > 0.5 + its standard error (~0.05)
+    criteria = Criteria(metric="accuracy", floor=0.5, eval_examples=100, reference_metric=0.9,
+                        constraints={"max_parameters": 1000, "max_latency_ms": None, "min_retained": None})
+    rows = [
+        _row("good", 0.85, 0.5, parameters=900),
+        _row("chance", 0.52, 0.87, parameters=500),     # within a standard error of the floor
+        _row("big", 0.90, 0.6, parameters=5000),        # best of all but too many parameters
+        _row("nan", float("nan"), 0.0, status="failed", error="TrialFailed: non-finite training loss (nan) at step 2"),
+        _row("sparse", 0.70, 0.9, parameters=300),
+    ]
+    summary = write_pareto(tmp_path, rows, metric="accuracy", criteria=criteria)
+    verdicts = {r["trial_id"]: r["verdict"] for r in summary["rows"]}
+    assert verdicts == {"good": "ok", "chance": "collapsed", "big": "infeasible", "nan": "failed", "sparse": "ok"}
+    assert [r["trial_id"] for r in summary["front"]] == ["good", "sparse"]
+    assert "non-finite training loss" in next(r for r in rows if r["trial_id"] == "nan")["verdict_reason"]
+    # the hypervolume is measured from the floor: (0.85 - 0.5) * 0.5 + (0.70 - 0.5) * (0.9 - 0.5)
+    assert summary["hypervolume"] == pytest.approx(0.35 * 0.5 + 0.2 * 0.4)
+    saved = json.loads((tmp_path / "pareto.json").read_text())
+    assert saved["hypervolume_reference_point"] == {"accuracy": 0.5, "sparsity": 0.0}
+    assert saved["floor"] == 0.5 and saved["reference_metric"] == 0.9
+    assert saved["verdicts"] == {"ok": 2, "collapsed": 1, "failed": 1, "infeasible": 1}
+    assert saved["constraints_met"] == 3  # of the 4 full-budget trials, "big" is over the bound
+    # pareto.csv shows the members, then the trials that would be members but for their verdict
+    _, results, front = load_search_dir_with_meta(tmp_path)
+    assert [r["trial_id"] for r in front] == ["good", "sparse"]
+    table = (tmp_path / "pareto.csv").read_text()
+    assert "chance" in table and "collapsed" in table and "big" in table and "infeasible" in table
+    assert {r["trial_id"]: r["verdict"] for r in results}["chance"] == "collapsed"
+    report = "\n".join(front_report(saved))
+    assert "COLLAPSED" in report and "INFEASIBLE" in report and "floor accuracy: 0.5000" in report
+    assert "met by 3 of 4" in report
+
+
+def load_search_dir_with_meta(path):
+    (path / "search.json").write_text("{}")
+    return load_search_dir(path)
+
+
+def test_min_metric_and_min_retained_collapse_trials_above_the_floor():
+    criteria = Criteria(metric="accuracy", floor=0.5, eval_examples=1000, reference_metric=0.9,
+                        min_metric=0.7, min_retained=0.9)
+    assert criteria.verdict(_row("a", 0.65, 0.5))[0] == "collapsed"              # below min_metric
+    assert criteria.verdict(_row("b", 0.75, 0.5, retained=0.75 / 0.9))[0] == "collapsed"  # retained 0.83
+    assert criteria.verdict(_row("c", 0.85, 0.5, retained=0.85 / 0.9)) == ("ok", "")
+
+
+def test_constraint_violations_are_relative_and_signed():
+    constraints = {"min_retained": 0.9, "max_parameters": 1000, "max_latency_ms": 10.0}
+    v = constraint_violations({"retained": 0.81, "parameters": 1500, "latency_ms": 5.0}, constraints)
+    assert v == pytest.approx({"min_retained": 0.1, "max_parameters": 0.5, "max_latency_ms": -0.5})
+    assert constraint_violations({"retained": 0.95}, constraints) == pytest.approx({"min_retained": -0.05 / 0.9})
+
+
+def test_constraints_are_told_to_optuna_and_infeasible_trials_leave_best_trials():
+    spec = parse_spec(SPACE, path="s.yaml")
+    limiter = create_searcher(spec, constraints={"max_parameters": 1000, "min_retained": None})
+    searcher = limiter.searcher
+    for t in ("t1", "t2", "t3"):
+        limiter.suggest(t)
+    limiter.on_trial_complete("t1", {"accuracy": 0.8, "sparsity": 0.8, "budget_fraction": 1.0, "parameters": 900})
+    limiter.on_trial_complete("t2", {"accuracy": 0.95, "sparsity": 0.9, "budget_fraction": 1.0, "parameters": 2000})
+    limiter.on_trial_complete("t3", {"accuracy": 0.7, "sparsity": 0.3, "budget_fraction": 0.5})
+    trials = searcher._ot_study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    assert trials[0].constraints == pytest.approx({"max_parameters": -0.1})
+    assert trials[1].constraints == pytest.approx({"max_parameters": 1.0})  # infeasible
+    # t2 dominates t1 but violates the bound: Optuna's Pareto set holds the feasible t1 only
+    assert [t.values for t in searcher._ot_study.best_trials] == [[0.8, 0.8]]

@@ -67,3 +67,115 @@ def test_experiment_end_marks_cut_off_trials_killed_and_resume_reopens_them(tmp_
     again.on_trial_complete(0, [], fake_trial("cut"))
     again.on_experiment_end([done, fake_trial("cut")])
     assert resumed.unfinished_trials == []
+
+
+def _row(trial_id, target, accuracy, sparsity, status="complete", verdict="ok", reason=""):
+    return {"trial_id": trial_id, "method": "magnitude", "target_sparsity": target, "accuracy": accuracy,
+            "sparsity": sparsity, "status": status, "verdict": verdict, "verdict_reason": reason,
+            "retained": accuracy / 0.9}
+
+
+def _artifact(tracker, run_id: str, path: str) -> str:
+    """An artifact's text, read where the default store keeps it (what `rayprune ui` serves)."""
+    from rayprune.tracking.mlflow_tracker import local_artifact_dir
+
+    return (local_artifact_dir(tracker.search_dir, tracker.artifact_location, run_id) / path).read_text()
+
+
+def test_the_mlflow_view_explains_the_search(tmp_path):
+    """What the UI shows: the runs-table experiment kind, readable run names and params, tags on
+    every trial (stopped and collapsed ones included), the parent's note with the front linked
+    to its runs, the front as a table artifact, each trial's config.yaml, and one hypervolume
+    point per ended trial while the search runs."""
+    import json
+
+    import yaml
+
+    tracker = make_tracker(tmp_path)
+    tracker.log_reference({"accuracy": 0.9}, metric="accuracy", floor=0.5,
+                          info={"reference": "bundled:minilm-l6", "reference_trained": True, "reference_steps": 8})
+    rows = {"good": _row("good", 0.5, 0.85, 0.5), "sparse": _row("sparse", 0.8, 0.7, 0.8),
+            "flat": _row("flat", 0.9, 0.5, 0.9, verdict="collapsed", reason="accuracy 0.50 not above the floor 0.50"),
+            "cut": _row("cut", 0.7, 0.6, 0.35, status="stopped")}
+    ended = []
+
+    def refresh(results):  # what the driver's hook does: the front over the trials ended so far
+        ended_rows = [rows[r.metrics["trial_id"]] for r in results]
+        front = [r for r in ended_rows if r["status"] == "complete" and r["verdict"] == "ok"]
+        ended.append(len(results))
+        tracker.log_pareto(front, ended_rows, metric="accuracy", hypervolume=0.1 * len(front))
+
+    callback = MLflowTrackingCallback(tracker, on_trial_end=refresh)
+    trials = []
+    for trial_id, row in rows.items():
+        trial = SimpleNamespace(
+            trial_id=trial_id, status="RUNNING", checkpoint=None, path=str(tmp_path / trial_id),
+            config={"method": "magnitude", "target_sparsity": row["target_sparsity"] + 0.0123456,
+                    "learning_rate": 3.14159265e-5},
+            last_result={"trial_id": trial_id, "budget_fraction": 1.0 if row["status"] == "complete" else 0.5})
+        trials.append(trial)
+        callback.on_trial_start(0, trials, trial)
+        callback.on_trial_result(0, trials, trial, {"accuracy": row["accuracy"], "sparsity": row["sparsity"],
+                                                    "target_sparsity": 0.5, "step": 4, "train_loss": 0.3})
+    for trial in trials:
+        callback.on_trial_complete(0, trials, trial)
+    callback.on_experiment_end(trials)
+    final_front = [rows["good"], rows["sparse"]]
+    tracker.log_pareto(final_front, list(rows.values()), metric="accuracy", hypervolume=0.2)  # the end's write
+    assert tracker.finish() == 0
+    assert ended == [1, 2, 3, 4]
+
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    exp = client.get_experiment_by_name("exp")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.artifact_location == "mlflow-artifacts:/exp"  # proxied: no absolute path in the store
+    runs = client.search_runs([exp.experiment_id])
+    children = {r.data.tags["rayprune.trial_id"]: r for r in runs if r.data.tags.get("rayprune.role") == "trial"}
+    assert set(children) == set(rows)
+    good = children["good"]
+    assert good.info.run_name == "magnitude-s0.51-good"
+    assert good.data.params == {"method": "magnitude", "target_sparsity": "0.5123", "learning_rate": "3.142e-05"}
+    assert not set(good.data.metrics) & {"target_sparsity", "step"}
+    assert set(good.data.metrics) >= {"accuracy", "sparsity", "train_loss"}
+    config = yaml.safe_load(_artifact(tracker, good.info.run_id, "config.yaml"))
+    assert config == {"method": "magnitude", "target_sparsity": 0.5123456, "learning_rate": 3.14159265e-5}
+    expected = {"good": ("true", "false", "false"), "sparse": ("true", "false", "false"),
+                "flat": ("false", "true", "false"), "cut": ("false", "false", "true")}
+    for trial_id, (pareto, collapsed, stopped) in expected.items():
+        tags = children[trial_id].data.tags
+        assert (tags["pareto"], tags["collapsed"], tags["stopped_early"]) == (pareto, collapsed, stopped), trial_id
+        assert tags["verdict"] == rows[trial_id]["verdict"]
+    assert children["flat"].data.tags["verdict_reason"].startswith("accuracy 0.50 not above")
+    assert children["cut"].info.status == "KILLED"
+
+    parent = client.get_run(tracker.parent_run_id)
+    reference = next(r for r in runs if r.data.tags.get("role") == "reference")
+    assert reference.data.metrics["accuracy"] == 0.9 and reference.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert parent.data.metrics["reference_accuracy"] == 0.9 and parent.data.metrics["floor_accuracy"] == 0.5
+    history = client.get_metric_history(parent.info.run_id, "pareto_hypervolume")
+    assert sorted((m.step, round(m.value, 6)) for m in history) == [(1, 0.1), (2, 0.2), (3, 0.2), (4, 0.2)]
+    note = parent.data.tags["mlflow.note.content"]
+    link = f"(#/experiments/{exp.experiment_id}/runs/{good.info.run_id}?workflowType=machine_learning)"
+    assert f"[magnitude-s0.51-good]{link}" in note
+    assert "bundled:minilm-l6" in note and "0.9000" in note and "Floor" in note and "0.5000" in note
+    assert "4 — 2 completed, 1 stopped early, 1 collapsed, 0 failed" in note, note
+    assert "stopped_early=true" in note and "(running)" not in note
+    table = json.loads(_artifact(tracker, parent.info.run_id, "pareto/front.json"))
+    assert table["columns"][:5] == ["run", "method", "target_sparsity", "sparsity", "accuracy"]
+    assert [r[0] for r in table["data"]] == ["magnitude-s0.51-good", "magnitude-s0.81-sparse"]  # replaced, not appended
+    assert json.loads(parent.data.tags["mlflow.loggedArtifacts"]) == [{"path": "pareto/front.json", "type": "table"}]
+
+
+def test_ui_links_point_at_the_runs_table_the_front_and_the_parent(tmp_path):
+    from rayprune.tracking.ui import ui_links, ui_server_command
+
+    tracker = make_tracker(tmp_path)
+    links = ui_links(tmp_path, "http://127.0.0.1:5000/")
+    runs = f"http://127.0.0.1:5000/#/experiments/{tracker.experiment_id}/runs"
+    layout = "workflowType=machine_learning"  # the UI's "Model training" layout, not GenAI's
+    assert links == {"runs": f"{runs}?{layout}",
+                     "front": f"{runs}?{layout}&searchFilter=tags.pareto%20%3D%20%27true%27",
+                     "parent": f"{runs}/{tracker.parent_run_id}?{layout}"}
+    command = ui_server_command(tmp_path, port=5001)
+    assert command[command.index("--artifacts-destination") + 1] == str((tmp_path / "mlartifacts").resolve())
+    assert "--serve-artifacts" in command

@@ -72,7 +72,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rayprune.methods.base import MethodOptions, PruningMethod, TrainingContext
+from rayprune.methods import masks as mask_ops
+from rayprune.methods.base import MaskPolicy, MethodOptions, PruningMethod, TrainingContext, mask_policy_option
 
 __all__ = ["GrainMethod", "HeadFFNMethod", "GrainOptions", "HeadFFNOptions"]
 
@@ -103,8 +104,12 @@ class HeadFFNOptions(MethodOptions):
         embedding_rank: rank r of the word-embedding SVD factorisation applied before
             training (paper: 192 on BERT-base); 0 (default) keeps the embedding whole.
         selection: must stay ``global`` (all units are ranked together).
+        mask_policy: ``persistent`` (default: GRAIN's masks only grow, SPEC §3.4) or
+            ``reselect`` (units re-ranked from their smoothed scores at every masking step of
+            the ramp; a returning unit restarts from 0).
     """
 
+    mask_policy: MaskPolicy = mask_policy_option("persistent", "GRAIN's masks only grow, SPEC 3.4")
     temperature: float = 8.0
     beta: float = 0.998
     hidden_loss_weight: float = 1.0
@@ -112,6 +117,7 @@ class HeadFFNOptions(MethodOptions):
     embedding_rank: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.selection != "global":
             raise ValueError(
                 f"selection must be 'global' for structured unit pruning (all units ranked "
@@ -469,9 +475,15 @@ class GrainMethod(PruningMethod):
         """
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got sparsity={sparsity}")
+        reselect = self._reselecting()
         alive = self._flat(self._alive)
+        score = self._unit_scores()
+        if reselect:
+            # Every unit may be chosen again; at a tie the current state wins.
+            score = mask_ops.prefer_current(score, alive)
+            alive = torch.ones_like(alive)
         dead = _select_units(
-            score=self._flat(self._ema),
+            score=score,
             alive=alive,
             cost=self._flat_cost,
             target=sparsity * self._encoder_total,
@@ -480,9 +492,13 @@ class GrainMethod(PruningMethod):
             num_groups=len(self._layers) * self.num_heads,
         )
         self._alive = self._unflat(alive & ~dead, self._alive)
-        self._update_masks()
+        self._update_masks(reselect)
         self.apply_masks()
         return self.target_sparsity()
+
+    def _unit_scores(self) -> torch.Tensor:
+        """Flat smoothed score of every unit (the order of ``_flat``), what :meth:`step` ranks."""
+        return self._flat(self._ema)
 
     def score(self, fqn: str, weight: torch.Tensor) -> torch.Tensor:
         """Smoothed score of the unit each entry of ``weight`` belongs to (for inspection; the
@@ -549,10 +565,16 @@ class GrainMethod(PruningMethod):
             return values
         return values[None, :] if role in ("attn_out", "ffn_out") else values[:, None]
 
-    def _update_masks(self) -> None:
+    def _update_masks(self, reselect: bool = False) -> None:
+        """Per-parameter masks from the alive units: grown (``&=``) or, when reselecting,
+        replaced through the base (which records what changed)."""
         keep = self._row_values(self._alive)
-        for fqn, param in self.params.items():
-            self.masks[fqn] &= self._expand(fqn, keep).expand_as(param)
+        new = {fqn: self._expand(fqn, keep).expand_as(p).clone() for fqn, p in self.params.items()}
+        if reselect:
+            self._replace_masks(new)
+            return
+        for fqn in self.params:
+            self.masks[fqn] &= new[fqn]
 
 
 class HeadFFNMethod(GrainMethod):

@@ -1,0 +1,51 @@
+"""Fixtures of the fault tests: one multi-node Ray cluster for the session (see faultlib.py)
+and the tiny model."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+import pytest
+
+from faultlib import LocalCluster
+from helpers import save_tiny_bert
+
+
+@pytest.fixture(scope="package")
+def cluster(tmp_path_factory):
+    """A head plus worker nodes, one CPU each, with their own auth token, for the tests in this
+    directory (stopped after them); the pytest process
+    sees the token too, so an in-process ``run_search`` can attach.  Tests call
+    ``cluster.ensure_workers(n)`` for the nodes they need."""
+    root = tmp_path_factory.mktemp("cluster")
+    token_file = root / "auth_token"
+    token_file.write_text(secrets.token_hex(32))
+    token_file.chmod(0o600)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
+    saved = {k: os.environ.get(k) for k in auth}
+    os.environ.update(auth)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_health_check_initial_delay_ms": "0",
+           "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
+           "RAY_health_check_failure_threshold": "3", "HF_HUB_OFFLINE": "1",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    cluster = LocalCluster(root, env)
+    try:
+        cluster.start_head()
+        yield cluster
+    finally:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny") / "model"))
