@@ -15,6 +15,26 @@ import torch
 # Nothing in the test suite may reach the Hugging Face Hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+
+def _one_ray_token_for_the_session() -> None:
+    """Ray reads its auth mode and token once per process, at its first import.  Every Ray test
+    here (in-process ``ray.init()``, clusters started with ``ray start``, CLI subprocesses) uses
+    token authentication with the per-user token file, set before anything imports Ray, so the
+    order in which test files run cannot lock a later one out."""
+    import secrets
+    from pathlib import Path
+
+    token_file = Path.home() / ".ray" / "auth_token"
+    if not token_file.exists():
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secrets.token_hex(32))
+        token_file.chmod(0o600)
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(token_file))
+
+
+_one_ray_token_for_the_session()
+
 #: BertConfig fields of the tiny model: 2 layers, hidden 32, 4 heads of 8, FFN 64, 2 labels.
 TINY_BERT_CONFIG = dict(
     vocab_size=100,

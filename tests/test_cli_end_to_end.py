@@ -1,6 +1,7 @@
 """The whole CLI path on a clean clone, without ``../shared``: ``rayprune search`` -> ``pareto`` ->
 ``export`` -> ``train``, each as a user runs it (a subprocess of the installed console script), on a
-tiny config-built BERT and the built-in generated demo task.  Ray starts in-process (the CLI's
+tiny config-built BERT and a generated keyword task it learns in a few dozen steps (so the
+trials end clearly above the chance floor and are exported).  Ray starts in-process (the CLI's
 default), MLflow is the search directory's SQLite store.
 
 What a user relies on: the search exits 0 and prints its front; ``pareto --json`` agrees with
@@ -20,6 +21,7 @@ import pytest
 import yaml
 
 from helpers import save_tiny_bert
+from search.keyword_task import keyword_data
 
 pytestmark = pytest.mark.integration
 
@@ -33,15 +35,16 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def finished_search(tmp_path_factory):
-    """One small real search (2 trials, FIFO) on the demo task; returns (workdir, search_dir, stdout)."""
+    """One small real search (2 trials, FIFO) on the keyword task; returns (workdir, search_dir, stdout)."""
     work = tmp_path_factory.mktemp("cli")
     model = save_tiny_bert(work / "tiny")
     space = {
         "name": "cli_e2e",
         "model": str(model),
-        "data": {"task": "demo", "max_train_samples": 96, "max_eval_samples": 48, "max_seq_length": 24},
+        "data": keyword_data(work / "data"),
+        "reference": "none",
         "objective": {"metric": "accuracy"},
-        "training": {"steps": 6, "batch_size": 16, "eval_interval": 3, "learning_rate": 1e-3},
+        "training": {"steps": 60, "batch_size": 16, "eval_interval": 30, "learning_rate": 3e-3},
         "budget": {"num_samples": 2, "max_concurrent": 2},
         "resources": {"cpu": 1},
         "scheduler": {"kind": "fifo"},

@@ -4,6 +4,7 @@ and the tiny model."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import secrets
 
 import pytest
@@ -19,9 +20,14 @@ def cluster(tmp_path_factory):
     sees the token too, so an in-process ``run_search`` can attach.  Tests call
     ``cluster.ensure_workers(n)`` for the nodes they need."""
     root = tmp_path_factory.mktemp("cluster")
-    token_file = root / "auth_token"
-    token_file.write_text(secrets.token_hex(32))
-    token_file.chmod(0o600)
+    # The per-user token file (created if missing), the one tests/search's cluster and every
+    # in-process `ray.init()` of this pytest process read: Ray keeps the token it first loaded
+    # for the whole process, so a second token here would lock later Ray tests out.
+    token_file = Path.home() / ".ray" / "auth_token"
+    if not token_file.exists():
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(secrets.token_hex(32))
+        token_file.chmod(0o600)
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
     saved = {k: os.environ.get(k) for k in auth}
     os.environ.update(auth)
@@ -39,6 +45,9 @@ def cluster(tmp_path_factory):
         if ray.is_initialized():
             ray.shutdown()
         cluster.stop()
+        # Killed nodes leave Ray's pointer to the latest cluster behind; a later address-less
+        # `ray.init()` in this process would try to join the dead cluster.
+        Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -167,7 +167,12 @@ def test_mlflow_holds_parent_and_child_runs_with_final_metrics(finished_search):
     front_ids = {r["trial_id"] for r in summary["front"]}
     assert front_ids
     assert {t for t, c in by_trial.items() if c.data.tags.get("pareto") == "true"} == front_ids
-    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
+    # The store records relocatable `mlflow-artifacts:` locations, which only a server resolves
+    # (test_search_logs_to_a_real_mlflow_server reads them through one); read the files here.
+    from rayprune.tracking.mlflow_tracker import local_artifact_dir
+
+    pareto_dir = local_artifact_dir(search_dir, exp.artifact_location, parent.info.run_id) / "pareto"
+    artifacts = {f"pareto/{p.name}" for p in pareto_dir.iterdir()}
     assert {"pareto/pareto.csv", "pareto/pareto.png", "pareto/pareto.html"} <= artifacts
     assert parent.data.metrics["pareto_hypervolume"] == pytest.approx(summary["hypervolume"])
 
