@@ -13,6 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from rayprune.errors import SpecError
+from rayprune.fidelity import reached_full_budget
 
 __all__ = ["collect_rows", "write_pareto", "load_search_dir", "reached_full_budget", "Criteria",
            "constraint_violations", "CONSTRAINT_KEYS", "VERDICTS", "front_report"]
@@ -24,20 +25,6 @@ CONSTRAINT_KEYS = {"min_retained": "retained", "max_parameters": "parameters", "
 #: below ``objective.min_metric/min_retained``), ``infeasible`` (violates a constraint),
 #: ``failed`` (errored, non-finite, or far below its target sparsity).
 VERDICTS = ("ok", "collapsed", "failed", "infeasible")
-
-# A trial's ``budget_fraction`` is step / total steps, a float: it ran its full budget when the
-# fraction is 1 up to rounding.
-_FULL_BUDGET_TOLERANCE = 1e-9
-
-
-def reached_full_budget(budget_fraction) -> bool:
-    """Whether a trial whose last report had this ``budget_fraction`` ran its full budget (the
-    one rule the searcher, the tracker and the front share)."""
-    try:
-        return float(budget_fraction) >= 1.0 - _FULL_BUDGET_TOLERANCE
-    except (TypeError, ValueError):
-        return False
-
 
 def constraint_violations(result: Mapping, constraints: Mapping | None) -> dict[str, float]:
     """How far ``result`` violates each configured constraint, relative to its bound: ``> 0``

@@ -10,7 +10,7 @@ from typing import Callable
 
 from ray.tune import Callback
 
-from rayprune.search.results import reached_full_budget
+from rayprune.fidelity import reached_full_budget
 from rayprune.tracking.base import active_tracker
 
 __all__ = ["MLflowTrackingCallback", "TrackingCallback"]
