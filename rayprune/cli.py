@@ -89,7 +89,8 @@ def cmd_search(args) -> int:
         prepared = prepare_search(spec, output=args.output, data_dir=data_dir)
     s, d = prepared.settings, prepared.data_info
     print(f"space      {spec.path} ({len(spec.searched())} searched, {len(spec.constants())} fixed)")
-    print(f"model      {spec.model}")
+    print(f"model      {spec.model}" + ("  (trust_remote_code: true -- the model's own Python code runs in "
+                                          "the driver and in every trial)" if spec.trust_remote_code else ""))
     if args.replay:
         print(f"replay     {d['replay_table']} (recorded {d['task']}: {d['train_examples']} train / "
               f"{d['eval_examples']} eval examples; floor {d['floor']:.4f}, reference {d['reference']}), "

@@ -123,7 +123,7 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
     written = []
     # The pretrained model as the search started from it: its parameter count is the "dense" one
     # (a method's prepare may already change the structure, e.g. GRAIN's embedding factorisation).
-    remote_code = bool(meta["spec"].get("trust_remote_code", False))
+    remote_code = settings.trust_remote_code  # search.json's settings; False for older searches
     dense_model, tokenizer = load_model_and_tokenizer(
         settings.model, num_labels=meta["data"]["num_labels"], is_regression=meta["data"]["is_regression"],
         trust_remote_code=remote_code,

@@ -132,7 +132,20 @@ def test_dry_run_prints_the_resolved_reference_budget(tmp_path):
     reference = [line for line in out.splitlines() if line.startswith("reference")]
     assert reference == ["reference  dense fine-tune of bundled:minilm-l6: 30 steps at learning rate 0.0001"], out
     assert "max_seq_length 48" in out
+    assert "trust_remote_code" not in out  # off, and only shown when on
     assert not (tmp_path / "runs").exists()  # a dry run starts nothing and writes nothing
+
+
+def test_dry_run_shows_trust_remote_code_when_the_file_turns_it_on(tmp_path):
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["data"].update(max_train_samples=40, max_eval_samples=20)
+    raw["trust_remote_code"] = True
+    space = tmp_path / "remote.yaml"
+    space.write_text(yaml.safe_dump(raw))
+    code, out, err, _ = run_cli("search", "--space", str(space), "--dry-run", "--output", str(tmp_path / "runs"))
+    assert code == 0, err
+    [model] = [line for line in out.splitlines() if line.startswith("model")]
+    assert model.startswith("model      bundled:minilm-l6  (trust_remote_code: true"), out
 
 
 def test_methods_lists_every_method_with_its_options():

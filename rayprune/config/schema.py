@@ -104,6 +104,7 @@ def json_schema() -> dict:
     properties = {
         "name": {"type": "string", "minLength": 1, "pattern": "^[^/\\\\]+$", "description": TOP_KEYS["name"]},
         "model": {"type": "string", "minLength": 1, "description": TOP_KEYS["model"]},
+        "trust_remote_code": {"type": "boolean", "description": TOP_KEYS["trust_remote_code"]},
         "data": section_schema(DataSpec, TOP_KEYS["data"]),
         "objective": section_schema(ObjectiveSection, TOP_KEYS["objective"]),
         "training": section_schema(TrainingSection, TOP_KEYS["training"]),

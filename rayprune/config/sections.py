@@ -136,7 +136,17 @@ class ResourcesSection(_Checked):
     """``resources:`` what each trial reserves on the Ray cluster."""
 
     cpu: float = _knob(1.0, "CPUs per trial", exclusive_minimum=0.0, maximum=1024.0)
-    gpu: float = _knob(0.0, "GPUs per trial (fractions share a GPU)", minimum=0.0, maximum=64.0)
+    gpu: float = _knob(0.0, "GPUs per trial: a fraction up to 1 shares a GPU, above 1 whole GPUs only",
+                       minimum=0.0, maximum=64.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # Ray takes fractions up to 1 only ("Resource quantities >1 must be whole numbers"), and
+        # says so when it submits the trial's actor, after the dense reference has trained.
+        if self.gpu > 1 and not self.gpu.is_integer():
+            raise ValueError(f"gpu: {self.gpu:g} is not allowed: a fraction up to 1 (trials share a GPU) "
+                             f"or a whole number of GPUs up to 64 (Ray gives a trial more than one GPU "
+                             f"only whole); use {int(self.gpu)} or {int(self.gpu) + 1}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -50,6 +50,7 @@ __all__ = ["SearchSpec", "load_spec", "parse_spec", "build_section", "TOP_KEYS",
 TOP_KEYS = {
     "name": "a name for the search: its directory under --output and the MLflow experiment",
     "model": "a Hugging Face id, a local path or bundled:minilm-l6",
+    "trust_remote_code": "run the Python code that ships with the model (default false)",
     "data": "the task / dataset (rayprune.data.DataSpec)",
     "objective": "the task metric to maximise, floors and constraints",
     "training": "steps, batch size, evaluation interval, precision",
@@ -243,6 +244,8 @@ class SearchSpec:
         path: the space file (messages name it).
         name: the search's directory under ``--output`` and its MLflow experiment.
         model: the pretrained model every trial starts from.
+        trust_remote_code: let transformers run Python code shipped with the model (``auto_map``
+            classes) in the driver and every trial; False unless the file sets it.
         data / training / budget / resources / scheduler / search / objective / failure: the
             sections, as their dataclasses (defaults filled in).
         reference: the dense reference section, None under ``reference: none``.
@@ -266,6 +269,7 @@ class SearchSpec:
     reference: ReferenceSection | None = field(default_factory=ReferenceSection)
     failure: FailureSection = field(default_factory=FailureSection)
     storage: str | None = None
+    trust_remote_code: bool = False
     points_to_evaluate: list[dict] = field(default_factory=list)
     raw_hash: str = ""
 
@@ -355,6 +359,10 @@ def parse_spec(raw: Any, *, path: str = "<spec>", check: bool = True) -> SearchS
     model = raw.get("model", DEFAULT_MODEL)
     if not isinstance(model, str) or not model.strip() or "\0" in model:
         raise ctx.fail("model", f"expected a model id or path, got {describe_value(model)}")
+    try:  # a boolean only: null, 1 or a string is refused, not read as on or off
+        trust_remote_code = check_value(raw.get("trust_remote_code", False), bool)
+    except TypeError as err:
+        raise ctx.fail("trust_remote_code", str(err)) from None
     name = _plain_name(ctx, raw["name"] if "name" in raw else Path(path).stem, given="name" in raw)
     data = _build(ctx, DataSpec, "data", raw.get("data"))
     if "training" not in raw:
@@ -375,7 +383,8 @@ def parse_spec(raw: Any, *, path: str = "<spec>", check: bool = True) -> SearchS
     space = _parse_space(ctx, raw.get("space"))
     points = _parse_points(ctx, raw.get("points_to_evaluate"), space)
     spec = SearchSpec(path=path, name=name, model=model, data=data, training=training, space=space,
-                      reference=reference, storage=storage, points_to_evaluate=points, **sections)
+                      reference=reference, storage=storage, trust_remote_code=trust_remote_code,
+                      points_to_evaluate=points, **sections)
     if check:
         from rayprune.config.checks import check_trials
 

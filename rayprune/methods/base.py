@@ -37,19 +37,13 @@ Conventions every method shares (decided once, written in the README):
   forward pass always sees ``W * M``.  No forward hooks, no ``weight_orig``.
 * **Sparsity is measured** from the weights (``rayprune.measure``), never copied from a target.
 
-How the trial loop (``rayprune.training.loop``) drives a method, per training step::
-
-    outputs = model(**batch)                      # hidden states if needs_hidden_states
-    loss = method.task_loss(outputs, batch, teacher_outputs) or outputs.loss
-    extra = method.extra_loss(outputs, batch, teacher_outputs)
-    loss.backward(retain_graph=extra is not None)
-    clip_grad_norm_(max_grad_norm)                # the task gradient only
-    method.after_backward(model)                  # grads of the task loss only
-    if extra is not None: extra.backward()        # e.g. GRAIN's hidden loss, penalties
-    optimizer.step(); lr_scheduler.step()
-    method.after_optimizer_step(model)
-    if schedule.should_update(step): method.step(schedule.sparsity_at(step))
-    method.apply_masks()
+How the trial loop (``rayprune.training.loop.run_training``) drives a method, per training
+step: the forward (hidden states if ``needs_hidden_states``), ``task_loss`` (``None``: the
+model's own loss) and ``extra_loss``, the task loss's backward and its gradient clipping; then
+:func:`rayprune.training.loop.method_step_hooks` runs the rest, from ``after_backward`` to
+``apply_masks``.  That function is the single definition of the hooks' order (and of what an
+fp16 overflow skips); the tests that simulate training steps call it too, so they cannot drift
+from the trial.
 
 Clipping applies to the task gradient alone, before ``after_backward``: what a method adds on
 purpose (MGPP's prior gradient, whose spike term is ~1/(n*v0) on pruned weights; penalties through

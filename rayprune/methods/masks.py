@@ -140,6 +140,35 @@ _SAMPLED_MIN_ENTRIES = 1 << 16
 _BOUND_SAMPLE_SIZE = 1 << 14
 
 
+def _selection_groups(n: int, sizes: Sequence[int] | None) -> list[tuple[int, int]]:
+    """``(start, end)`` of each selection group of ``n`` concatenated scores: one global group
+    when ``sizes`` is ``None``, else one per target ("layer" selection), checked to cover ``n``.
+    Shared by the incremental (:func:`select_new_pruned`) and reselecting (:func:`reselect_keep`)
+    selections."""
+    if sizes is None:
+        return [(0, n)]
+    starts = [0]
+    for size in sizes:
+        starts.append(starts[-1] + int(size))
+    if starts[-1] != n:
+        raise ValueError(f"sizes sum to {starts[-1]}, expected {n}")
+    return list(zip(starts[:-1], starts[1:]))
+
+
+def _at_most_below_ceiling(
+    k: int, score: torch.Tensor, ceiling: float | None, *, among: torch.Tensor | None = None
+) -> int:
+    """``k`` capped at the number of entries scored at or below ``ceiling`` (among the True
+    entries of ``among`` if given): soft movement's threshold makes the request a cap.  ``k``
+    unchanged without a ceiling or when it is not positive."""
+    if ceiling is None or k <= 0:
+        return k
+    below = score <= ceiling
+    if among is not None:
+        below &= among
+    return min(k, int(below.count_nonzero()))
+
+
 def lowest_kept_indices(
     score: torch.Tensor,
     keep: torch.Tensor,
@@ -222,23 +251,13 @@ def select_new_pruned(
     Returns:
         1-D int64 flat indices of the entries to prune (all currently kept, no duplicates).
     """
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got sparsity={sparsity}")
-    groups = [(0, score.numel())]
-    if sizes is not None:
-        starts = [0]
-        for size in sizes:
-            starts.append(starts[-1] + int(size))
-        if starts[-1] != score.numel():
-            raise ValueError(f"sizes sum to {starts[-1]}, expected {score.numel()}")
-        groups = list(zip(starts[:-1], starts[1:]))
+    _check_sparsity(sparsity)
     chosen = []
-    for lo, hi in groups:
+    for lo, hi in _selection_groups(score.numel(), sizes):
         s, kp = score[lo:hi], keep[lo:hi]  # views, (hi - lo,)
         kept = int(kp.count_nonzero())
         k_new = int(round(sparsity * (hi - lo))) - (hi - lo - kept)
-        if ceiling is not None and k_new > 0:
-            k_new = min(k_new, int((kp & (s <= ceiling)).count_nonzero()))
+        k_new = _at_most_below_ceiling(k_new, s, ceiling, among=kp)
         if k_new > 0:
             chosen.append(lowest_kept_indices(s, kp, k_new, kept=kept, generator=generator) + lo)
     if not chosen:
@@ -314,23 +333,11 @@ def reselect_keep(
     Returns:
         1-D bool, the new mask (True = kept).
     """
-    if not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"sparsity must be in [0, 1), got sparsity={sparsity}")
-    if sizes is None:
-        groups = [(0, score.numel())]
-    else:
-        starts = [0]
-        for size in sizes:
-            starts.append(starts[-1] + int(size))
-        if starts[-1] != score.numel():
-            raise ValueError(f"sizes sum to {starts[-1]}, expected {score.numel()}")
-        groups = list(zip(starts[:-1], starts[1:]))
+    _check_sparsity(sparsity)
     new = torch.ones_like(keep, dtype=torch.bool)
-    for lo, hi in groups:
+    for lo, hi in _selection_groups(score.numel(), sizes):
         s, kp = score[lo:hi], keep[lo:hi]  # views, (hi - lo,)
-        k = int(round(sparsity * (hi - lo)))
-        if ceiling is not None and k > 0:
-            k = min(k, int((s <= ceiling).count_nonzero()))
+        k = _at_most_below_ceiling(int(round(sparsity * (hi - lo))), s, ceiling)
         if k == 0:
             continue
         cut = kth_smallest(s, k, generator=generator)

@@ -22,12 +22,17 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from rayprune.config import SearchSpec
 from rayprune.search.preflight import PreparedSearch
 from rayprune.search.results import collect_rows, write_pareto
 from rayprune.training.config import TrialSettings
+
+# Seconds between two redraws of the live front's plots (the front table, hypervolume and note
+# are refreshed after every trial regardless).
+LIVE_PLOT_INTERVAL_S = 30.0
 
 __all__ = ["run_search", "reuse_actors"]
 
@@ -179,11 +184,20 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     )
     install_retry_policy()
 
+    last_plot = [float("-inf")]
+
     def refresh_front(ended_results: list) -> None:
         # Live MLflow view: after every trial that ends, the front, its hypervolume and the
-        # parent's note are refreshed from the trials ended so far.
+        # parent's note are refreshed from the trials ended so far.  The plots (the costly
+        # part: matplotlib, plotly's HTML and a few MB of artifact) are redrawn at most every
+        # LIVE_PLOT_INTERVAL_S, so a search of many short trials does not spend its driver time
+        # drawing; the final front always gets them.
+        now = time.monotonic()
+        plots = now - last_plot[0] >= LIVE_PLOT_INTERVAL_S
+        if plots:
+            last_plot[0] = now
         write_pareto(search_dir, collect_rows(ended_results, settings), metric=settings.metric,
-                     criteria=criteria, tracker=tracker)
+                     criteria=criteria, tracker=tracker, plots=plots)
 
     callbacks = [MLflowTrackingCallback(tracker, on_trial_end=refresh_front if live_front else None),
                  RetryReporter(log)]
@@ -203,7 +217,14 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     )
     try:
         if restore:
-            tuner = Tuner.restore(experiment_path, trainable=trainable, resume_errored=True)
+            # Unfinished trials (cut off by Ctrl-C or a dead driver) continue from their last
+            # checkpoint.  Errored trials stay errored: an own-fault error (NaN, an exception in
+            # the method: rayprune.search.failures.is_own_fault) would fail again the same way
+            # from the same checkpoint, and a trial whose node died was already retried within
+            # the run (FailureConfig(max_failures=failure.max_retries)) until it had no retries
+            # left.  Ray's flags cannot tell the two apart, so neither is resumed nor restarted.
+            tuner = Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=False, restart_errored=False)
         else:
             tuner = Tuner(
                 trainable,

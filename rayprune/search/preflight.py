@@ -51,7 +51,8 @@ def prepare_search(spec: SearchSpec, *, output: str | Path = "rayprune_runs", da
     if not model_name.startswith("bundled:") and local.exists():
         model_name = str(local.resolve())  # trials run in their own directories
     try:
-        _, tokenizer = load_model_and_tokenizer(model_name, num_labels=task.num_labels, is_regression=task.is_regression)
+        _, tokenizer = load_model_and_tokenizer(model_name, num_labels=task.num_labels, is_regression=task.is_regression,
+                                                trust_remote_code=spec.trust_remote_code)
     except ValueError as err:
         raise SpecError(f"{spec.path}: model: {err}") from None
     data = tokenize_task(task, tokenizer, max_seq_length=spec.data.max_seq_length)
@@ -60,7 +61,7 @@ def prepare_search(spec: SearchSpec, *, output: str | Path = "rayprune_runs", da
     if steps is None:
         steps = max(1, int(math.ceil(training.epochs * len(data.train) / training.batch_size)))
     settings = TrialSettings.from_section(
-        training, model=model_name, metric=metric, steps=int(steps),
+        training, model=model_name, metric=metric, steps=int(steps), trust_remote_code=spec.trust_remote_code,
         # Fixed thread count: `rayprune train` on an exported config then reproduces the trial.
         threads=training.threads_per_trial or max(1, int(spec.cpu)),
     )

@@ -126,11 +126,28 @@ def _error_reason(error) -> str:
     return lines[-1][:500] if lines else type(error).__name__
 
 
+def _trial_config(result) -> dict:
+    """The trial's config.  Ray's ``Result.config`` comes from the last reported metrics, so a
+    trial that failed before its first report (a loss that is NaN at step 3) has none there;
+    its ``params.json`` in the trial directory (on whatever filesystem the storage is) has it."""
+    if result.config:
+        return result.config
+    filesystem = getattr(result, "filesystem", None)
+    if filesystem is not None and result.path:
+        try:
+            with filesystem.open_input_stream(f"{result.path}/params.json") as stream:
+                return json.loads(stream.read())
+        except (OSError, ValueError):
+            pass
+    return {}
+
+
 def collect_rows(results, settings) -> list[dict]:
     """One row per trial from a ResultGrid: last metrics, config, checkpoint, status."""
     rows = []
     for result in results:
         metrics = result.metrics or {}
+        config = _trial_config(result)
         trial_id = metrics.get("trial_id") or Path(result.path).name
         checkpoint = result.checkpoint.path if result.checkpoint is not None else ""
         if result.error is not None:
@@ -139,8 +156,8 @@ def collect_rows(results, settings) -> list[dict]:
             status = "complete" if reached_full_budget(metrics.get("budget_fraction", 0.0)) else "stopped"
         rows.append({
             "trial_id": trial_id,
-            "method": result.config.get("method"),
-            "target_sparsity": result.config.get("target_sparsity"),
+            "method": config.get("method"),
+            "target_sparsity": config.get("target_sparsity"),
             settings.metric: metrics.get(settings.metric, float("nan")),
             "sparsity": metrics.get("sparsity", float("nan")),
             "sparsity_encoder": metrics.get("sparsity_encoder", float("nan")),
@@ -149,13 +166,13 @@ def collect_rows(results, settings) -> list[dict]:
             "error": _error_reason(result.error) if result.error is not None else "",
             **{key: metrics[key] for key in ("retained", "parameters", "latency_ms") if key in metrics},
             "checkpoint": checkpoint,
-            "config": json.dumps(result.config, sort_keys=True, default=str),
+            "config": json.dumps(config, sort_keys=True, default=str),
         })
     return rows
 
 
 def write_pareto(search_dir: Path, rows: list[dict], *, metric: str, criteria: Criteria | None = None,
-                 tracker=None) -> dict:
+                 tracker=None, plots: bool = True) -> dict:
     """Judge every trial, compute the front over full-budget ``ok`` trials, write the results and
     pareto tables, plots, ``pareto.json``; log them.
 
@@ -165,6 +182,8 @@ def write_pareto(search_dir: Path, rows: list[dict], *, metric: str, criteria: C
     trials did not count and why.  The hypervolume is measured from the floor (and
     sparsity 0), so a front of chance-level models has none.  Without ``criteria`` (a search
     directory written before the floor existed) the floor is the metric's worst value.
+    ``plots=False`` skips drawing ``pareto.png``/``pareto.html`` (about a second and a few MB
+    of artifact each time): the live refresh after each trial draws them only now and then.
     """
     from rayprune.pareto import hypervolume_2d, pareto_front
 
@@ -193,10 +212,12 @@ def write_pareto(search_dir: Path, rows: list[dict], *, metric: str, criteria: C
         r["pareto"] = r["trial_id"] in front_ids
     _write_csv(search_dir / "results.csv", rows)
     _write_csv(search_dir / "pareto.csv", front_rows + excluded)
-    from rayprune.search.plots import plot_front
+    png = html = None
+    if plots:
+        from rayprune.search.plots import plot_front
 
-    png, html = plot_front(search_dir, rows, front_rows, metric, floor=criteria.floor,
-                           reference=criteria.reference_metric)
+        png, html = plot_front(search_dir, rows, front_rows, metric, floor=criteria.floor,
+                               reference=criteria.reference_metric)
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     constrained = {k: v for k, v in dict(criteria.constraints).items() if v is not None}
     met = sum(1 for r in complete if not any(v > 0 for v in constraint_violations(r, constrained).values()))

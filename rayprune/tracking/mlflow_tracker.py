@@ -63,6 +63,10 @@ _LOGGED_METRIC_PREFIXES = (
     "latency", "parameters", "method/",
 )
 _NEVER_METRICS = frozenset({"step", "training_iteration", "target_sparsity"})
+# Text a trial reports (``precision``: fp32, bf16 or fp16, what ``training.precision`` resolved
+# to on its device): a run tag, set when first reported.  Not a param: params are immutable and
+# ``auto`` may resolve differently on the node a retried trial lands on.
+_RESULT_TAGS = ("precision",)
 # MLflow error codes that replaying cannot fix (a bug, a changed param, a deleted run): such a
 # record is reported and dropped instead of blocking the journal forever.
 _PERMANENT_ERRORS = frozenset({"INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS",
@@ -100,6 +104,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def _result_tags(result: Mapping[str, Any]) -> dict[str, str]:
+    """The :data:`_RESULT_TAGS` a result holds as text."""
+    return {k: result[k] for k in _RESULT_TAGS if isinstance(result.get(k), str) and result[k]}
 
 
 def _stderr(message: str) -> None:
@@ -455,7 +464,10 @@ class SearchTracker:
     def log_result(self, trial_id: str, result: Mapping[str, Any], step: int) -> None:
         if not self._known(trial_id):
             return
-        skip = _NEVER_METRICS | self._param_keys.get(trial_id, set())
+        tags = _result_tags(result)
+        if tags:  # sent once: _send_tags skips a tag whose value it already sent
+            self._send_tags(trial_id, tags)
+        skip = _NEVER_METRICS | set(_RESULT_TAGS) | self._param_keys.get(trial_id, set())
         now = _now_ms()
         metrics = [
             [k, float(v), now, int(step)]
@@ -522,7 +534,8 @@ class SearchTracker:
             self._pending_creates.add(_REFERENCE)
             self._submit({
                 "op": "create_run", "key": "reference", "role": "reference", "name": "reference-dense",
-                "start_time": now, "tags": {"rayprune.role": "reference", "role": "reference"},
+                "start_time": now, "tags": {"rayprune.role": "reference", "role": "reference",
+                                            **_result_tags(metrics)},
                 "params": display_params({"model": info.get("reference", ""), "trained": info.get("reference_trained"),
                                           "steps": info.get("reference_steps")}),
             })

@@ -74,7 +74,8 @@ def load_checkpoint(directory: Path, model, optimizer, lr_scheduler, method) -> 
 def load_trained(checkpoint_dir: Path, config: TrialConfig, settings: TrialSettings, data_info) -> tuple[nn.Module, PruningMethod | None]:
     """Rebuild a trial's model and method from its checkpoint (for export)."""
     model, _ = load_model_and_tokenizer(
-        settings.model, num_labels=data_info["num_labels"], is_regression=data_info["is_regression"]
+        settings.model, num_labels=data_info["num_labels"], is_regression=data_info["is_regression"],
+        trust_remote_code=settings.trust_remote_code,
     )
     method, schedule = build_method(config)
     if method is not None:

@@ -21,6 +21,8 @@ class TrialSettings:
 
     Attributes:
         model: model id/path/bundled name.
+        trust_remote_code: the space file's ``trust_remote_code``; every load of ``model`` (and
+            of a given reference model) passes it to transformers.
         metric: the objective metric (a key of the task's metrics).
         steps: optimizer steps per trial (from ``training.steps`` or epochs).
         batch_size / eval_batch_size / eval_interval: as in the YAML ``training`` section.
@@ -41,6 +43,7 @@ class TrialSettings:
     model: str
     metric: str
     steps: int
+    trust_remote_code: bool = False
     batch_size: int = TrainingSection.batch_size
     eval_batch_size: int = TrainingSection.eval_batch_size
     eval_interval: int = TrainingSection.eval_interval
@@ -59,11 +62,12 @@ class TrialSettings:
 
     @classmethod
     def from_section(cls, training: TrainingSection, *, model: str, metric: str, steps: int,
-                     threads: int | None) -> "TrialSettings":
+                     threads: int | None, trust_remote_code: bool = False) -> "TrialSettings":
         """The settings of a search's trials from its ``training`` section (``steps`` resolved
         from ``training.epochs`` when that is what the file gives)."""
         return cls(
-            model=model, metric=metric, steps=steps, batch_size=training.batch_size,
+            model=model, metric=metric, steps=steps, trust_remote_code=trust_remote_code,
+            batch_size=training.batch_size,
             eval_batch_size=training.eval_batch_size, eval_interval=min(training.eval_interval, steps),
             learning_rate=training.learning_rate, weight_decay=training.weight_decay,
             warmup_ratio=training.warmup_ratio, max_grad_norm=training.max_grad_norm, seed=training.seed,

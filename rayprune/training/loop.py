@@ -3,12 +3,14 @@
 :func:`run_training` is the loop, with no Ray in it; ``rayprune train --config`` calls it
 directly and :mod:`rayprune.training.trainable` wraps it for Ray Tune.
 
-The loop is ours and short (STYLE §3); it drives the method's hooks in the order documented in
-``rayprune/methods/base.py`` and never names a method.
+The loop is ours and short (STYLE §3); it never names a method.  What a method's hooks do in a
+training step, and in which order, is defined once, by :func:`method_step_hooks`, which the loop
+calls every step and the method tests drive too.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -19,14 +21,15 @@ import torch
 from torch import nn
 
 from rayprune import measure
-from rayprune.methods import PruningMethod, TrainingContext
+from rayprune.methods import PruningMethod, SparsitySchedule, TrainingContext
 from rayprune.models import load_model_and_tokenizer, prunable_targets
 from rayprune.training.checkpoint import load_checkpoint, save_checkpoint
 from rayprune.training.config import TrialConfig, TrialSettings, build_method, eval_steps
 from rayprune.training.evaluation import evaluate
 from rayprune.training.precision import Precision
 
-__all__ = ["run_training", "load_teacher", "distillation_loss", "TrialFailed", "SPARSITY_SHORTFALL"]
+__all__ = ["run_training", "method_step_hooks", "load_teacher", "distillation_loss", "TrialFailed",
+           "SPARSITY_SHORTFALL"]
 
 #: A trial whose measured sparsity ends more than this below its target has failed: the method did
 #: not prune what it was asked to (a diverged or broken run), and its metric is not comparable.
@@ -90,6 +93,69 @@ def load_teacher(teacher_dir: str | None) -> nn.Module:
     return teacher
 
 
+def method_step_hooks(
+    method: PruningMethod | None,
+    model: nn.Module,
+    *,
+    step: int,
+    total: int,
+    schedule: SparsitySchedule | None,
+    optimizer_step: Callable[[bool], None],
+    extra_backward: Callable[[], bool | None] | None = None,
+    finite: bool = True,
+) -> bool:
+    """The rest of a training step once the task loss's gradients are in ``.grad``: the one
+    definition of when a pruning method's hooks run (:func:`run_training` calls it every step;
+    tests that simulate steps call it instead of the hooks)::
+
+        method.after_backward(model)       # the task loss's gradients only
+        extra_backward()                   # the extra loss (GRAIN's hidden loss, penalties)
+        optimizer_step(finite)             # the weights, the learning rate, zero_grad
+        method.after_optimizer_step(model)
+        if schedule.should_update(step, total):
+            method.step(schedule.sparsity_at(step, total))
+        method.apply_masks()
+
+    What comes before stays with the caller: the forward and the loss hooks, the task loss's
+    backward and, in the trial, fp16 unscaling and gradient clipping, so ``after_backward`` reads
+    clipped true task gradients.  A step whose gradients overflowed (fp16) feeds the method
+    nothing and takes no update, only the masking schedule goes on: task gradients that are not
+    ``finite`` skip ``after_backward`` and the extra backward, an extra backward that returns
+    False skips what follows it; either way ``optimizer_step(False)`` and no
+    ``after_optimizer_step``.
+
+    Args:
+        method: the trial's method; ``None`` runs the optimizer step alone.
+        model: the model the method prunes (what its hooks are given).
+        step: the current 0-based optimizer step.
+        total: optimizer steps in the run.
+        schedule: the run's sparsity schedule; ``None`` never calls ``method.step``.
+        optimizer_step: called once with whether the gradients are finite; steps the optimizer
+            (or skips it), the learning-rate schedule and zeroes the gradients.  The trial passes
+            ``Precision.step`` + ``lr_scheduler.step`` + ``zero_grad``; a test a plain optimizer
+            step, or nothing when it sets the gradients by hand.
+        extra_backward: back-propagates the method's extra loss and returns False when its
+            gradients overflowed (anything else, e.g. the ``None`` of ``extra.backward``, counts
+            as finite); ``None`` when the step has no extra loss.
+        finite: whether the task loss's gradients are finite (``Precision.unscale``).
+
+    Returns:
+        whether the step's gradients were finite, i.e. the optimizer step was taken.
+    """
+    if finite and method is not None:
+        method.after_backward(model)
+    if finite and extra_backward is not None:
+        finite = extra_backward() is not False
+    optimizer_step(finite)
+    if method is not None:
+        if finite:
+            method.after_optimizer_step(model)
+        if schedule is not None and schedule.should_update(step, total):
+            method.step(schedule.sparsity_at(step, total))
+        method.apply_masks()
+    return finite
+
+
 def run_training(
     config: TrialConfig,
     settings: TrialSettings,
@@ -114,7 +180,8 @@ def run_training(
         torch.set_num_threads(settings.threads)
     torch.manual_seed(config.seed)
     model, tokenizer = load_model_and_tokenizer(
-        settings.model, num_labels=data.num_labels, is_regression=data.is_regression
+        settings.model, num_labels=data.num_labels, is_regression=data.is_regression,
+        trust_remote_code=settings.trust_remote_code,
     )
     # Ray gives a trial with `gpu` resources its own CUDA_VISIBLE_DEVICES; otherwise the CPU.
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -163,6 +230,11 @@ def run_training(
         start_step = load_checkpoint(Path(resume_from), model, optimizer, lr_scheduler, method)
         precision.load(Path(resume_from))
 
+    def optimizer_step(finite: bool) -> None:
+        precision.step(optimizer, finite=finite)  # skipped (and the fp16 scale backed off) if not finite
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
     evals = set(eval_steps(total, settings.eval_interval))
     batches = _cycle_batches(data.train, config.batch_size, config.seed, start_step=start_step)
     want_hidden = bool(method is not None and method.needs_hidden_states)
@@ -196,19 +268,11 @@ def run_training(
         finite = precision.unscale(optimizer)
         if finite and settings.max_grad_norm:  # the task gradient only (see rayprune/methods/base.py)
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        if finite and method is not None:
-            method.after_backward(model)
-        if finite and extra is not None:
-            finite = precision.backward_extra(extra)
-        precision.step(optimizer, finite=finite)
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if method is not None:
-            if finite:
-                method.after_optimizer_step(model)
-            if schedule.should_update(step, total):
-                method.step(schedule.sparsity_at(step, total))
-            method.apply_masks()
+        finite = method_step_hooks(
+            method, model, step=step, total=total, schedule=schedule, optimizer_step=optimizer_step,
+            extra_backward=None if extra is None else functools.partial(precision.backward_extra, extra),
+            finite=finite,
+        )
         losses.append(float((loss + extra).detach()) if extra is not None else float(loss.detach()))
         if not math.isfinite(losses[-1]) and finite:  # fp16: a step the loss scaler skipped is not divergence
             raise TrialFailed(f"non-finite training loss ({losses[-1]}) at step {step + 1}")
@@ -240,11 +304,12 @@ def run_training(
             losses = []
             eval_index = sorted(evals).index(done) + 1
             due = done == total or eval_index % max(settings.checkpoint_every, 1) == 0
-            writer = None
-            if due:
-                def writer(directory: Path, _step=done):
-                    save_checkpoint(Path(directory), model, optimizer, lr_scheduler, method, _step, config)
-                    precision.save(Path(directory))
+
+            def write_checkpoint(directory: Path, _step=done):
+                save_checkpoint(Path(directory), model, optimizer, lr_scheduler, method, _step, config)
+                precision.save(Path(directory))
+
+            writer = write_checkpoint if due else None
             if report is not None:
                 report(dict(metrics), writer)
     return model, method, metrics

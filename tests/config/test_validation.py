@@ -294,3 +294,40 @@ def test_shipped_spaces_carry_their_max_seq_length_as_a_typed_field():
     spec = load_spec(REPO / "search_spaces" / "quickstart.yaml")
     assert spec.data.max_seq_length == 48
     assert parse_spec(spec_with(), path="s.yaml").data.max_seq_length == 128
+
+
+# ------------------------------------------------------------------------------ issue 11
+
+
+def test_trust_remote_code_is_off_unless_the_file_says_true():
+    assert parse_spec(spec_with(), path="s.yaml").trust_remote_code is False
+    assert parse_spec(spec_with(trust_remote_code=False), path="s.yaml").trust_remote_code is False
+    assert parse_spec(spec_with(trust_remote_code=True), path="s.yaml").trust_remote_code is True
+
+
+@pytest.mark.parametrize("value", [None, 1, 0, "true", "yes", [True], {"on": True}])
+def test_trust_remote_code_takes_a_boolean_only(value):
+    refused(spec_with(trust_remote_code=value), "s.yaml: trust_remote_code: ", "true or false")
+
+
+def test_trust_remote_code_misplaced_under_training_is_an_unknown_key():
+    refused(spec_with(**{"training/trust_remote_code": True}), "training.trust_remote_code", "unknown key")
+
+
+@pytest.mark.parametrize("gpu", [0, 0.25, 0.5, 1, 1.0, 2, 4.0, 64])
+def test_gpu_fractions_up_to_one_and_whole_gpus_above(gpu):
+    assert parse_spec(spec_with(**{"resources/gpu": gpu}), path="s.yaml").resources.gpu == gpu
+
+
+@pytest.mark.parametrize("gpu", [1.5, 2.25, 63.9])
+def test_a_fractional_gpu_count_above_one_is_refused(gpu):
+    message = refused(spec_with(**{"resources/gpu": gpu}), "s.yaml: resources.gpu: ", f"{gpu:g}",
+                      "a fraction up to 1", "whole number")
+    assert "Traceback" not in message
+
+
+def test_a_fractional_gpu_count_is_refused_from_the_file_before_anything_loads(tmp_path):
+    path = tmp_path / "gpus.yaml"
+    path.write_text(yaml.safe_dump(spec_with(**{"resources/gpu": 1.5})))
+    with pytest.raises(SpecError, match=rf"^{path}: resources.gpu: 1.5 is not allowed"):
+        load_spec(path, check=False)  # the structural pass, before the methods (and torch) load

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-import secrets
 
 import pytest
 
@@ -15,22 +14,12 @@ from helpers import save_tiny_bert
 
 @pytest.fixture(scope="package")
 def cluster(tmp_path_factory):
-    """A head plus worker nodes, one CPU each, with their own auth token, for the tests in this
-    directory (stopped after them); the pytest process
-    sees the token too, so an in-process ``run_search`` can attach.  Tests call
-    ``cluster.ensure_workers(n)`` for the nodes they need."""
+    """A head plus worker nodes, one CPU each, for the tests in this directory (stopped after
+    them).  The nodes get the session's auth token (``tests/conftest.py`` sets it up before
+    anything imports Ray), the one the pytest process holds too, so an in-process
+    ``run_search`` can attach.  Tests call ``cluster.ensure_workers(n)`` for the nodes they
+    need."""
     root = tmp_path_factory.mktemp("cluster")
-    # The per-user token file (created if missing), the one tests/search's cluster and every
-    # in-process `ray.init()` of this pytest process read: Ray keeps the token it first loaded
-    # for the whole process, so a second token here would lock later Ray tests out.
-    token_file = Path.home() / ".ray" / "auth_token"
-    if not token_file.exists():
-        token_file.parent.mkdir(parents=True, exist_ok=True)
-        token_file.write_text(secrets.token_hex(32))
-        token_file.chmod(0o600)
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
-    saved = {k: os.environ.get(k) for k in auth}
-    os.environ.update(auth)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_health_check_initial_delay_ms": "0",
            "RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "500",
            "RAY_health_check_failure_threshold": "3", "HF_HUB_OFFLINE": "1",
@@ -48,11 +37,6 @@ def cluster(tmp_path_factory):
         # Killed nodes leave Ray's pointer to the latest cluster behind; a later address-less
         # `ray.init()` in this process would try to join the dead cluster.
         Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The contract every registered pruning method keeps (STYLE §8), checked on a tiny BERT.
 
-Each method is driven through the hook order documented in ``rayprune/methods/base.py`` (the
-order ``rayprune.training.loop`` uses) for a few optimizer steps on a real batch, with a schedule that
+Each method is driven through the trial loop's hooks (``rayprune.training.loop.method_step_hooks``,
+what the loop itself calls) for a few optimizer steps on a real batch, with a schedule that
 reaches ``FINAL_SPARSITY`` at the last step.  Every check is parametrized by method name, so a
 method whose module does not import (yet) fails under its own id instead of being skipped.
 
@@ -37,6 +37,7 @@ from rayprune.methods import (
 )
 from rayprune.methods.base import MASK_POLICIES
 from rayprune.models import encoder_parameters, prunable_targets
+from rayprune.training.loop import method_step_hooks
 
 METHODS = available_methods()
 FINAL_SPARSITY = 0.5
@@ -138,32 +139,40 @@ def _start(name: str, make_tiny_bert, *, seed: int = 0, policy: str | None = Non
     return Run(cls, method, model, teacher, optimizer, context, schedule, targets, keys_before)
 
 
-def _train(run: Run, batch: dict[str, torch.Tensor], steps: int = TOTAL_STEPS) -> None:
-    """The trial's per-step hook order (``rayprune/methods/base.py`` module docstring)."""
-    method, model, ctx = run.method, run.model, run.context
+def _forward(run: Run, batch: dict[str, torch.Tensor]):
+    """A step's forwards and loss hooks, as the trial runs them: (outputs, task loss, extra loss
+    or ``None``)."""
+    method, model = run.method, run.model
     hidden = run.cls.needs_hidden_states
-    for step in range(steps):
-        ctx.step, ctx.learning_rate = step, LEARNING_RATE
-        outputs = model(**batch, output_hidden_states=hidden)
-        teacher_outputs = None
-        if run.teacher is not None:
-            with torch.no_grad():
-                inputs = {k: v for k, v in batch.items() if k != "labels"}
-                teacher_outputs = run.teacher(**inputs, output_hidden_states=hidden)
-        loss = method.task_loss(outputs, batch, teacher_outputs)
-        if loss is None:
-            loss = outputs.loss
-        extra = method.extra_loss(outputs, batch, teacher_outputs)
-        loss.backward(retain_graph=extra is not None)
-        method.after_backward(model)
-        if extra is not None:
-            extra.backward()
+    outputs = model(**batch, output_hidden_states=hidden)
+    teacher_outputs = None
+    if run.teacher is not None:
+        with torch.no_grad():
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            teacher_outputs = run.teacher(**inputs, output_hidden_states=hidden)
+    loss = method.task_loss(outputs, batch, teacher_outputs)
+    if loss is None:
+        loss = outputs.loss
+    extra = method.extra_loss(outputs, batch, teacher_outputs)
+    return outputs, loss, extra
+
+
+def _train(run: Run, batch: dict[str, torch.Tensor], steps: int = TOTAL_STEPS, *, forward=_forward) -> None:
+    """Trial steps: ``forward`` (:func:`_forward`), the task loss's backward, then the loop's
+    hooks (``rayprune.training.loop.method_step_hooks``, the one definition of their order)."""
+    method, model, ctx = run.method, run.model, run.context
+
+    def optimizer_step(finite):
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
-        method.after_optimizer_step(model)
-        if run.schedule.should_update(step, TOTAL_STEPS):
-            method.step(run.schedule.sparsity_at(step, TOTAL_STEPS))
-        method.apply_masks()
+
+    for step in range(steps):
+        ctx.step, ctx.learning_rate = step, LEARNING_RATE
+        _, loss, extra = forward(run, batch)
+        loss.backward(retain_graph=extra is not None)
+        method_step_hooks(method, model, step=step, total=TOTAL_STEPS, schedule=run.schedule,
+                          optimizer_step=optimizer_step,
+                          extra_backward=None if extra is None else extra.backward)
 
 
 def _trained(name, make_tiny_bert, batch, *, seed=0, policy=None, raising=False) -> Run:

@@ -43,35 +43,21 @@ def _contract_cases():
 CONTRACT_CASES = list(_contract_cases())
 
 
+_plain_train = test_contract._train  # kept before the fixture below replaces it
+
+
 def _train_under_autocast(run: Run, batch: dict[str, torch.Tensor], steps: int = TOTAL_STEPS) -> None:
-    """``test_contract._train`` with the loop's autocast scope; records the logits' dtype."""
-    method, model, ctx = run.method, run.model, run.context
-    hidden = run.cls.needs_hidden_states
+    """``test_contract._train`` with the loop's autocast scope around the forwards and loss hooks
+    (the backward and the method's hooks run outside); records the logits' dtype."""
     run.logit_dtypes = []
-    for step in range(steps):
-        ctx.step, ctx.learning_rate = step, test_contract.LEARNING_RATE
+
+    def forward(run, batch):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            outputs = model(**batch, output_hidden_states=hidden)
-            teacher_outputs = None
-            if run.teacher is not None:
-                with torch.no_grad():
-                    inputs = {k: v for k, v in batch.items() if k != "labels"}
-                    teacher_outputs = run.teacher(**inputs, output_hidden_states=hidden)
-            loss = method.task_loss(outputs, batch, teacher_outputs)
-            if loss is None:
-                loss = outputs.loss
-            extra = method.extra_loss(outputs, batch, teacher_outputs)
+            outputs, loss, extra = test_contract._forward(run, batch)
         run.logit_dtypes.append(outputs.logits.dtype)
-        loss.backward(retain_graph=extra is not None)
-        method.after_backward(model)
-        if extra is not None:
-            extra.backward()
-        run.optimizer.step()
-        run.optimizer.zero_grad(set_to_none=True)
-        method.after_optimizer_step(model)
-        if run.schedule.should_update(step, TOTAL_STEPS):
-            method.step(run.schedule.sparsity_at(step, TOTAL_STEPS))
-        method.apply_masks()
+        return outputs, loss, extra
+
+    _plain_train(run, batch, steps, forward=forward)
 
 
 @pytest.fixture

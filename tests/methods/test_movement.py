@@ -11,6 +11,7 @@ from torch import nn
 
 from rayprune.methods import SparsitySchedule, TrainingContext, get_method
 from rayprune.methods.movement import MovementMethod
+from rayprune.training.loop import method_step_hooks
 
 LR = 1e-2
 
@@ -25,19 +26,16 @@ def linear(values):
 
 
 def train_step(method, model, context, step, grads):
-    """One step of the trial loop's hook order with hand-set task gradients; the weights are
-    not updated (no weight optimizer), so only the scores and masks move."""
+    """One trial step (``method_step_hooks``, the loop's hook order) with hand-set task
+    gradients; the weights are not updated (no weight optimizer), so only the scores and masks
+    move."""
     context.step = step
     extra = method.extra_loss(None, {}, None)
+    assert extra is None
     for param, grad in zip(model.parameters(), grads):
         param.grad = torch.as_tensor(grad, dtype=torch.float32).reshape(param.shape).clone()
-    method.after_backward(model)
-    assert extra is None
-    method.after_optimizer_step(model)
-    schedule = context.schedule
-    if schedule.should_update(step, context.total_steps):
-        method.step(schedule.sparsity_at(step, context.total_steps))
-    method.apply_masks()
+    method_step_hooks(method, model, step=step, total=context.total_steps, schedule=context.schedule,
+                      optimizer_step=lambda finite: None)
 
 
 def context_for(total_steps, **schedule):

@@ -17,6 +17,7 @@ from rayprune.methods.pins import PINSMethod, confidence_weight, self_distillati
 from rayprune.methods.platon import PlatonMethod
 from rayprune.methods.schedules import SparsitySchedule
 from rayprune.models import prunable_targets
+from rayprune.training.loop import method_step_hooks
 
 
 # ---------------------------------------------------------------- helpers
@@ -50,7 +51,8 @@ def batch_for(step: int, regression: bool = False) -> dict[str, torch.Tensor]:
 
 
 def train_step(model, method, optimizer, step, schedule=None, regression=False) -> torch.Tensor:
-    """One step in the trial's hook order (rayprune/methods/base.py); returns the loss used."""
+    """One trial step: forward, task loss, backward, then the loop's hooks
+    (``method_step_hooks``); returns the loss used."""
     context = method.context
     context.step = step
     batch = batch_for(step, regression)
@@ -59,13 +61,13 @@ def train_step(model, method, optimizer, step, schedule=None, regression=False) 
     if loss is None:
         loss = outputs.loss
     loss.backward()
-    method.after_backward(model)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    method.after_optimizer_step(model)
-    if schedule is not None and schedule.should_update(step, context.total_steps):
-        method.step(schedule.sparsity_at(step, context.total_steps))
-    method.apply_masks()
+
+    def optimizer_step(finite):
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    method_step_hooks(method, model, step=step, total=context.total_steps, schedule=schedule,
+                      optimizer_step=optimizer_step)
     return loss
 
 

@@ -14,6 +14,7 @@ from rayprune.methods import TrainingContext, get_method
 from rayprune.methods.platon import PlatonMethod
 from rayprune.methods.schedules import SparsitySchedule
 from rayprune.models import prunable_targets
+from rayprune.training.loop import method_step_hooks
 
 
 # ---------------------------------------------------------------- helpers
@@ -53,9 +54,14 @@ def batch_for(step: int) -> dict[str, torch.Tensor]:
 
 
 def run_trial_steps(model, method, schedule, steps, optimizer) -> list[dict[str, torch.Tensor]]:
-    """The trial's per-step hook order (rayprune/methods/base.py); returns the masks after each
-    step."""
+    """Trial steps: forward, task loss, backward, then the loop's hooks (``method_step_hooks``);
+    returns the masks after each step."""
     context = method.context
+
+    def optimizer_step(finite):
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     history = []
     for step in steps:
         context.step = step
@@ -65,13 +71,8 @@ def run_trial_steps(model, method, schedule, steps, optimizer) -> list[dict[str,
         if loss is None:
             loss = outputs.loss
         loss.backward()
-        method.after_backward(model)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        method.after_optimizer_step(model)
-        if schedule.should_update(step, context.total_steps):
-            method.step(schedule.sparsity_at(step, context.total_steps))
-        method.apply_masks()
+        method_step_hooks(method, model, step=step, total=context.total_steps, schedule=schedule,
+                          optimizer_step=optimizer_step)
         history.append({k: m.clone() for k, m in method.masks.items()})
     return history
 

@@ -10,6 +10,7 @@ from rayprune.methods import get_method
 from rayprune.methods.base import TrainingContext
 from rayprune.methods.rpp import RPPMethod, RPPOptions, soft_threshold_
 from rayprune.methods.schedules import SparsitySchedule
+from rayprune.training.loop import method_step_hooks
 
 transformers = pytest.importorskip("transformers")
 
@@ -179,25 +180,35 @@ def test_training_loop_mask_equals_zeros_at_the_decision_step():
     method = RPPMethod(lam=0.2, eps=1e-3, reweight_interval=2)
     method.prepare(model, targets, ctx)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    decide = method.step
+    decisions = []
+
+    def checked_step(sparsity):  # the masking decision, called by the loop's hooks when due
+        zeros = {t: (method.params[t] == 0).clone() for t in targets}
+        measured = decide(sparsity)
+        for t in targets:
+            assert torch.equal(~method.masks[t], zeros[t])
+        total_zeros = sum(int(z.sum()) for z in zeros.values())
+        assert total_zeros / sum(z.numel() for z in zeros.values()) > 0.3
+        assert measured == pytest.approx({t: float(zeros[t].float().mean()) for t in targets})
+        decisions.append(ctx.step)
+        return measured
+
+    method.step = checked_step
+
+    def optimizer_step(finite):
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     gen = torch.Generator().manual_seed(0)
     for step in range(total):
         ctx.step = step
         ids = torch.randint(0, 100, (4, 8), generator=gen)
         loss = model(input_ids=ids, labels=torch.tensor([0, 1, 0, 1])).loss
-        optimizer.zero_grad()
         loss.backward()
-        method.after_backward(model)
-        optimizer.step()
-        method.after_optimizer_step(model)
-        if schedule.should_update(step, total):
-            zeros = {t: (method.params[t] == 0).clone() for t in targets}
-            measured = method.step(schedule.sparsity_at(step, total))
-            for t in targets:
-                assert torch.equal(~method.masks[t], zeros[t])
-            total_zeros = sum(int(z.sum()) for z in zeros.values())
-            assert total_zeros / sum(z.numel() for z in zeros.values()) > 0.3
-            assert measured == pytest.approx({t: float(zeros[t].float().mean()) for t in targets})
-        method.apply_masks()
+        method_step_hooks(method, model, step=step, total=total, schedule=schedule,
+                          optimizer_step=optimizer_step)
+    assert decisions == [7]  # the one-shot decision step ran, with the checks above
     for t in targets:  # pruned entries stayed zero through the fixed-mask fine-tuning
         assert bool((method.params[t][~method.masks[t]] == 0).all())
 

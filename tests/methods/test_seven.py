@@ -13,6 +13,7 @@ from rayprune.methods import SparsitySchedule, TrainingContext, get_method
 from rayprune.methods import masks as mask_ops
 from rayprune.methods.masks import lowest_kept_indices, select_new_pruned
 from rayprune.methods.seven import SevenMethod
+from rayprune.training.loop import method_step_hooks
 
 A1, A2 = 0.8, 0.9
 
@@ -25,19 +26,21 @@ def one_row(values):
     return model
 
 
+def hooks(method, model, context, step):
+    """The trial's hooks of one step (``method_step_hooks``) on the gradients already in
+    ``.grad``, without a weight update."""
+    method_step_hooks(method, model, step=step, total=context.total_steps, schedule=context.schedule,
+                      optimizer_step=lambda finite: None)
+
+
 def train_step(method, model, context, step, grad_rows):
-    """One step of the trial loop's hook order, with hand-set task gradients (no weight update)."""
+    """One trial step with hand-set task gradients (no weight update)."""
     context.step = step
     extra = method.extra_loss(None, {}, None)
+    assert extra is None
     for param, row in zip(model.parameters(), grad_rows):
         param.grad = torch.tensor(row, dtype=torch.float32).reshape(param.shape)
-    method.after_backward(model)
-    assert extra is None
-    method.after_optimizer_step(model)
-    schedule = context.schedule
-    if schedule.should_update(step, context.total_steps):
-        method.step(schedule.sparsity_at(step, context.total_steps))
-    method.apply_masks()
+    hooks(method, model, context, step)
 
 
 def window(total_steps, **schedule):
@@ -151,10 +154,7 @@ def test_schedule_reaches_exact_global_sparsity_on_two_layers():
         context.step = step
         for p in model.parameters():
             p.grad = torch.randn_like(p)
-        method.after_backward(model)
-        if context.schedule.should_update(step, 20):
-            method.step(context.schedule.sparsity_at(step, 20))
-        method.apply_masks()
+        hooks(method, model, context, step)
     zeros, total = mask_ops.count_zeros({t: dict(model.named_parameters())[t] for t in targets})
     assert zeros == round(0.6 * 66)
 

@@ -12,23 +12,24 @@ from torch import nn
 
 from rayprune.methods import SparsitySchedule, TrainingContext, get_method
 from rayprune.methods.soft_movement import SoftMovementMethod
+from rayprune.training.loop import method_step_hooks
+
+
+def hooks(method, model, context, step, extra_backward=None):
+    """The trial's hooks of one step (``method_step_hooks``) on the gradients already in
+    ``.grad``, without a weight update."""
+    method_step_hooks(method, model, step=step, total=context.total_steps, schedule=context.schedule,
+                      optimizer_step=lambda finite: None, extra_backward=extra_backward)
 
 
 def train_step(method, model, context, step, grads):
-    """One step of the trial loop's hook order with hand-set task gradients (no weight update):
-    extra_loss, after_backward, extra.backward(), after_optimizer_step, masking, apply_masks."""
+    """One trial step with hand-set task gradients (no weight update): extra_loss, then the
+    loop's hooks with the extra loss's backward."""
     context.step = step
     extra = method.extra_loss(None, {}, None)
     for param, grad in zip(model.parameters(), grads):
         param.grad = torch.as_tensor(grad, dtype=torch.float32).reshape(param.shape).clone()
-    method.after_backward(model)
-    if extra is not None:
-        extra.backward()
-    method.after_optimizer_step(model)
-    schedule = context.schedule
-    if schedule.should_update(step, context.total_steps):
-        method.step(schedule.sparsity_at(step, context.total_steps))
-    method.apply_masks()
+    hooks(method, model, context, step, None if extra is None else extra.backward)
     return extra
 
 
@@ -97,13 +98,19 @@ def test_penalty_gradient_reaches_scores_but_not_task_statistics():
     context.step = 1
     extra = method.extra_loss(None, {}, None)
     model[0].weight.grad = torch.tensor([[-2.0, 0.0]])
-    method.after_backward(model)
-    task_part = method._scores_flat.grad.clone()
+    seen = {}
+
+    def extra_backward():  # the score gradient as the trial's step has it before and after
+        seen["task"] = method._scores_flat.grad.clone()
+        extra.backward()
+        seen["both"] = method._scores_flat.grad.clone()
+
+    hooks(method, model, context, 1, extra_backward)
+    task_part = seen["task"]
     assert task_part.tolist() == [-2.0, 0.0]  # g * W only
-    extra.backward()
     # d/dS of lambda * mean(sigmoid(S)) at S = 0: 108.4 * 0.25 / 2 per entry.
     penalty = 108.4 * 0.25 / 2
-    assert torch.allclose(method._scores_flat.grad, torch.tensor([-2.0 + penalty, penalty]))
+    assert torch.allclose(seen["both"], torch.tensor([-2.0 + penalty, penalty]))
 
 
 def test_threshold_schedule_reaches_the_target_and_never_overshoots():

@@ -85,6 +85,19 @@ def ray_local():
     ray.shutdown()
 
 
+#: The config whose recorded run failed by its own fault (its last report carries the error).
+FAILING = {"method": "movement", "target_sparsity": 0.9, "learning_rate": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def failing_table(tmp_path_factory) -> Path:
+    rows = _synthetic_rows()
+    for row in rows:
+        if config_key(json.loads(row["config"])) == config_key(FAILING) and row["report"] == 4:
+            row["error"] = "TrialFailed: non-finite loss at step 40"
+    return write_curve_table(rows, tmp_path_factory.mktemp("curves") / "failing.parquet", _meta())
+
+
 def _space(tmp_path: Path, name: str, *, scheduler: str = "fifo", algorithm: str = "random", num_samples: int = 8,
            max_concurrent: int = 2, grace: int = 1, points: list[dict] | None = None, **space) -> Path:
     document = {
@@ -276,3 +289,28 @@ def test_study_storage_survives_a_resume(table, tmp_path):
     assert {n: (t.params, t.values) for n, t in ((t.number, t) for t in trials) if n in before} == before
     assert len(complete) == 5, [(t.number, t.state) for t in trials]
     assert optuna.get_all_study_names(url) == ["study"]
+
+
+def test_resume_does_not_rerun_a_trial_that_failed_by_its_own_fault(failing_table, tmp_path, ray_local):
+    """`--resume` after a search with an errored trial: the error was the trial's own (it would
+    fail the same way again), so the restored search neither resumes nor restarts it."""
+    fine = {"method": "magnitude", "target_sparsity": 0.9, "learning_rate": 1e-4}
+    space = _space(tmp_path, "errored", num_samples=2, max_concurrent=1, points=[FAILING, fine],
+                   method={"choice": ["magnitude", "movement"]}, target_sparsity=0.9, learning_rate=1e-4)
+    out = tmp_path / "out"
+    summary, prepared = _replay(space, failing_table, out)
+    assert summary["errors"] == 1
+    tune_dir = prepared.search_dir / "ray" / "tune"
+
+    def reports_of(config: dict) -> list[int]:
+        return [r["training_iteration"] for r in read_trial_reports(tune_dir) if config_key(r["config"]) == config_key(config)]
+
+    assert reports_of(FAILING) == [1, 2, 3, 4] and reports_of(fine) == [1, 2, 3, 4]
+    from rayprune.search.driver import run_search
+
+    again = prepare_replay(load_spec(space), failing_table, output=out, time_scale=0.001)
+    resumed = run_search(again, trainable=replay_trainable, verbose=0, log=lambda *a: None, resume=True)
+    assert reports_of(FAILING) == [1, 2, 3, 4], "the errored trial ran again"
+    assert reports_of(fine) == [1, 2, 3, 4]
+    assert resumed["errors"] == 1 and not resumed["interrupted"]
+    assert sorted(r["status"] for r in resumed["rows"]) == sorted(r["status"] for r in summary["rows"])

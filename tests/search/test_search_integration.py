@@ -38,21 +38,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
-    """A head node and a second worker node, one CPU each, started with `ray start`."""
-    import secrets
-
+    """A head node and a second worker node, one CPU each, started with `ray start`.  Ray >= 2.59
+    turns token authentication on for local clusters; the nodes inherit the session's token
+    (``tests/conftest.py`` sets it up before anything imports Ray), so the head, the second node
+    and the in-process driver all agree."""
     port = _free_port()
-    # Ray >= 2.59 turns token authentication on for local clusters.  Use the per-user token
-    # file (created if missing), the one an in-process `ray.init()` in this same pytest process
-    # also reads, so the head, the second node and the driver all agree.
-    token_file = Path.home() / ".ray" / "auth_token"
-    if not token_file.exists():
-        token_file.parent.mkdir(parents=True, exist_ok=True)
-        token_file.write_text(secrets.token_hex(32))
-        token_file.chmod(0o600)
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}
-    saved = {k: os.environ.get(k) for k in auth}
-    os.environ.update(auth)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     ray_bin = str(BIN / "ray")
     subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1",
@@ -67,11 +57,6 @@ def ray_cluster(tmp_path_factory):
     if ray.is_initialized():
         ray.shutdown()
     subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +180,6 @@ def test_pareto_cli_agrees_with_the_logged_front(finished_search):
 
 
 def test_export_loads_with_from_pretrained_and_train_reproduces(finished_search, tmp_path):
-    import torch
     from transformers import AutoModelForSequenceClassification
 
     from rayprune.models import prunable_targets

@@ -62,6 +62,15 @@ def test_pareto_uses_only_full_budget_trials(tmp_path):
     assert (tmp_path / "results.csv").read_text().count("\n") == 5
 
 
+def test_a_live_refresh_without_plots_writes_the_tables_only(tmp_path):
+    rows = [{"trial_id": "a", "method": "magnitude", "target_sparsity": 0.5, "accuracy": 0.9, "sparsity": 0.5,
+             "budget_fraction": 1.0, "status": "complete", "config": "{}"}]
+    summary = write_pareto(tmp_path, rows, metric="accuracy", plots=False)
+    assert [r["trial_id"] for r in summary["front"]] == ["a"]
+    assert (tmp_path / "pareto.csv").exists() and (tmp_path / "pareto.json").exists()
+    assert not (tmp_path / "pareto.png").exists() and not (tmp_path / "pareto.html").exists()
+
+
 # ------------------------------------------------------------ verdicts, floor and constraints
 from rayprune.search.results import Criteria, constraint_violations, front_report, load_search_dir  # noqa: E402
 

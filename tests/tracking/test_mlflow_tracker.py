@@ -179,3 +179,35 @@ def test_ui_links_point_at_the_runs_table_the_front_and_the_parent(tmp_path):
     command = ui_server_command(tmp_path, port=5001)
     assert command[command.index("--artifacts-destination") + 1] == str((tmp_path / "mlartifacts").resolve())
     assert "--serve-artifacts" in command
+
+
+def test_precision_is_one_tag_of_each_trial_run_never_a_metric(tmp_path):
+    """The loop reports ``precision`` (a string) with every evaluation: each child run gets it as
+    the tag ``precision``, sent once, and no ``precision`` metric or param."""
+    tracker = make_tracker(tmp_path)
+    callback = MLflowTrackingCallback(tracker)
+    sent = []
+    submit = tracker._submit
+    tracker._submit = lambda record: (sent.append(record), submit(record))
+    for trial_id, precision in (("t1", "bf16"), ("t2", "fp32")):
+        trial = fake_trial(trial_id)
+        callback.on_trial_start(0, [], trial)
+        for step in (10, 20, 30):
+            callback.on_trial_result(0, [], trial, {"step": step, "accuracy": 0.5 + step / 100, "sparsity": 0.5,
+                                                    "precision": precision, "training_iteration": step // 10})
+        callback.on_trial_complete(0, [], trial)
+    tracker.log_reference({"accuracy": 0.9, "precision": "fp32"}, metric="accuracy", floor=0.5,
+                          info={"reference": "m", "reference_trained": True, "reference_steps": 3})
+
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    for trial_id, precision in (("t1", "bf16"), ("t2", "fp32")):
+        run = client.get_run(tracker.child_runs[trial_id])
+        assert run.data.tags["precision"] == precision
+        assert "precision" not in run.data.metrics and "precision" not in run.data.params
+        assert client.get_metric_history(run.info.run_id, "precision") == []
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [10, 20, 30]
+        tagged = [r for r in sent if r.get("run") == trial_id and "precision" in r.get("tags", {})]
+        assert len(tagged) == 1, tagged  # once, not with every report
+        assert not any(m[0] == "precision" for r in sent if r.get("run") == trial_id for m in r.get("metrics", []))
+    reference = client.get_run(tracker.reference_run_id)
+    assert reference.data.tags["precision"] == "fp32" and "precision" not in reference.data.metrics

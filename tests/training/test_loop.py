@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -11,6 +9,7 @@ from rayprune.data import DataSpec, load_task, tokenize_task
 from rayprune.methods import PruningMethod, register
 from rayprune.models import load_model_and_tokenizer
 from rayprune.training import TrialConfig, TrialSettings, eval_steps, run_training
+from rayprune.training.loop import method_step_hooks
 
 from helpers import save_tiny_bert
 
@@ -91,6 +90,67 @@ def test_hooks_fire_in_the_documented_order(tiny_dir, demo_data, recording_metho
         + (per_step + ["apply_masks"]) * 2
     )
     assert EVENTS == expected
+
+
+class _Hooks:
+    """A stand-in method and schedule for :func:`method_step_hooks` that records what it is
+    called with; the schedule asks for a masking step at every step."""
+
+    def __init__(self):
+        self.events = []
+
+    def after_backward(self, model):
+        self.events.append("after_backward")
+
+    def after_optimizer_step(self, model):
+        self.events.append("after_optimizer_step")
+
+    def step(self, sparsity):
+        self.events.append(f"step({sparsity})")
+
+    def apply_masks(self):
+        self.events.append("apply_masks")
+
+    def should_update(self, step, total):
+        return True
+
+    def sparsity_at(self, step, total):
+        return step / total
+
+    def extra_backward(self, returns):
+        def backward():
+            self.events.append("extra_backward")
+            return returns
+        return backward
+
+
+def _step_events(*, finite=True, extra=False, extra_returns=None, method=True):
+    """(what ``method_step_hooks`` returned, the calls it made) for step 1 of 4; ``extra``: the
+    step has an extra loss, whose backward returns ``extra_returns``."""
+    hooks = _Hooks()
+    taken = method_step_hooks(
+        hooks if method else None, None, step=1, total=4, schedule=hooks,
+        optimizer_step=lambda finite: hooks.events.append(f"optimizer_step({finite})"),
+        extra_backward=hooks.extra_backward(extra_returns) if extra else None, finite=finite)
+    return taken, hooks.events
+
+
+def test_step_hooks_order_and_what_an_overflow_skips():
+    masking = ["step(0.25)", "apply_masks"]
+    assert _step_events() == (True, ["after_backward", "optimizer_step(True)", "after_optimizer_step",
+                                     *masking])
+    # an extra backward returning None (a plain extra.backward) or True: a finite step
+    for returns in (None, True):
+        assert _step_events(extra=True, extra_returns=returns) == (
+            True, ["after_backward", "extra_backward", "optimizer_step(True)", "after_optimizer_step", *masking])
+    # fp16: the task gradients overflowed; the method reads nothing, the step is skipped,
+    # the masking schedule goes on
+    assert _step_events(finite=False, extra=True) == (False, ["optimizer_step(False)", *masking])
+    # fp16: only the extra loss's gradients overflowed
+    assert _step_events(extra=True, extra_returns=False) == (
+        False, ["after_backward", "extra_backward", "optimizer_step(False)", *masking])
+    # no method: the optimizer step alone
+    assert _step_events(method=False) == (True, ["optimizer_step(True)"])
 
 
 def test_reports_measured_sparsity_at_every_evaluation(tiny_dir, demo_data):

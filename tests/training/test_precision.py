@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from rayprune.methods import register
 from rayprune.methods.magnitude import MagnitudeMethod
 from rayprune.models import load_model_and_tokenizer
 from rayprune.training import TrialConfig, TrialSettings, run_training
+from rayprune.training.loop import method_step_hooks
 from rayprune.training.precision import Precision, resolve_precision
 
 from helpers import save_tiny_bert
@@ -175,12 +177,19 @@ class _TwoLosses(nn.Module):
 
 
 def _grads_after(precision: Precision, model: _TwoLosses, optimizer, x, scale: float = 1.0):
+    """The trial's step without a method, up to the optimizer step (which is left to the test):
+    (finite, the gradients the optimizer step would see)."""
     task, extra = model.losses(x, scale)
     precision.backward(task, retain_graph=True)
-    finite = precision.unscale(optimizer)
-    if finite:
-        finite = precision.backward_extra(extra)
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    grads = {}
+
+    def before_the_optimizer_step(finite):
+        grads.update({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+    finite = method_step_hooks(None, model, step=0, total=1, schedule=None,
+                               optimizer_step=before_the_optimizer_step,
+                               extra_backward=functools.partial(precision.backward_extra, extra),
+                               finite=precision.unscale(optimizer))
     return finite, grads
 
 

@@ -17,6 +17,7 @@ from rayprune.methods import SparsitySchedule, TrainingContext, get_method
 from rayprune.methods.structured.grain import GrainMethod, HeadFFNMethod
 from rayprune.models import encoder_parameters, prunable_targets
 from rayprune.methods.structured.models import read_pruned_layout, shrink_model
+from rayprune.training.loop import method_step_hooks
 
 HEADS, HEAD, D, FFN = 4, 8, 32, 64
 Q_COST, V_COST, F_COST = 2 * D + 2, 2 * D + 1, 2 * D + 1
@@ -261,15 +262,22 @@ def test_hidden_loss_gradient_does_not_enter_the_scores():
     _, full = prepared(model=student)
     _, kd_only = prepared(model=twin)
 
-    # The trial's order (rayprune.methods.base): task loss backward, after_backward, extra backward.
+    # The trial's step: task loss backward, then the loop's hooks (after_backward before the
+    # extra loss's backward), without a weight update.
     out = student(**batch, output_hidden_states=True)
     loss = full.task_loss(out, batch, teacher_out)
     extra = full.extra_loss(out, batch, teacher_out)
     assert extra is not None and extra.item() > 0
     loss.backward(retain_graph=True)
-    full.after_backward(student)
-    kd_grads = {n: p.grad.clone() for n, p in full.params.items()}
-    extra.backward()
+    kd_grads = {}
+
+    def extra_backward():
+        kd_grads.update({n: p.grad.clone() for n, p in full.params.items()})
+        extra.backward()
+
+    method_step_hooks(full, student, step=0, total=100, schedule=None,
+                      optimizer_step=lambda finite: None, extra_backward=extra_backward)
+    assert kd_grads, "the extra loss's backward did not run"
     assert any(not torch.equal(kd_grads[n], p.grad) for n, p in full.params.items())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in full.extra_parameters())
 
@@ -351,11 +359,11 @@ def test_density_schedule_lands_on_target_counted_in_parameters():
         for t in range(steps):
             for p in method.params.values():
                 p.grad = torch.randn(p.shape, generator=gen)
-            method.after_backward(model)
-            if schedule.should_update(t, steps):
+            method_step_hooks(method, model, step=t, total=steps, schedule=schedule,
+                              optimizer_step=lambda finite: None)  # the loop's hooks, no weight update
+            if schedule.should_update(t, steps):  # the hooks pruned to this step's sparsity
                 sparsity = schedule.sparsity_at(t, steps)
                 requested.append(sparsity)
-                method.step(sparsity)
                 measured = zero_fraction_of_encoder(model)  # from the weights, in parameters
                 assert sparsity <= measured < sparsity + max_overshoot / total, (cls, t)
                 masks = {k: v.clone() for k, v in method.masks.items()}
