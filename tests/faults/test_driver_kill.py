@@ -18,7 +18,7 @@ from faultlib import BIN, keyword_space, mlflow_children, rayprune, search_args,
 
 pytestmark = pytest.mark.integration
 
-STEPS, EVAL = 1200, 200
+STEPS, EVAL = 600, 100
 
 
 def saved_trial_states(tune_dir: Path) -> dict[str, tuple[str, int]]:
