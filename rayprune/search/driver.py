@@ -31,8 +31,15 @@ from rayprune.search.results import collect_rows, write_pareto
 from rayprune.training.config import TrialSettings
 
 # Seconds between two redraws of the live front's plots (the front table, hypervolume and note
-# are refreshed after every trial regardless).
+# are refreshed after every trial the refresh budget allows).
 LIVE_PLOT_INTERVAL_S = 30.0
+# The live refresh's budget: at most this share of the driver's wall time, with up to
+# LIVE_REFRESH_BURST_S of refreshes at once (trials that end together).  A refresh reads every
+# ended trial, so its cost grows with the trials ended; unbounded, a search of many short
+# trials spent driver time growing with the square of its trials (benchmarks/bench_driver_scale.py).
+# Trials of real length refresh after every one; the final front is always written.
+LIVE_REFRESH_SHARE = 0.05
+LIVE_REFRESH_BURST_S = 5.0
 
 __all__ = ["run_search", "reuse_actors"]
 
@@ -93,8 +100,11 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
             (:mod:`rayprune.search.replay`) passes its own, so replay and live runs share this path.
         stop: a Ray Tune ``Stopper`` (``RunConfig(stop=...)``), e.g. a trial-step budget.
         live_front: refresh the front, its plots and the MLflow parent after every trial that
-            ends (~0.3 s each, mostly the plots).  False writes them once at the end: what a
-            benchmark replaying thousands of trials wants (benchmarks/bench_search.py).
+            ends (~0.1 s each, plus the plots every LIVE_PLOT_INTERVAL_S), within a budget of
+            LIVE_REFRESH_SHARE of the driver's time: when trials end faster than that allows,
+            a trial end skips the refresh and a later one (or the final front) catches up.
+            False writes them once at the end: what a benchmark replaying thousands of trials
+            wants (benchmarks/bench_search.py).
     """
     import ray
     from ray import tune
@@ -185,19 +195,30 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     install_retry_policy()
 
     last_plot = [float("-inf")]
+    # Seconds of refresh allowed now, and when that was last worked out.
+    refresh_budget = [LIVE_REFRESH_BURST_S, time.monotonic()]
 
     def refresh_front(ended_results: list) -> None:
         # Live MLflow view: after every trial that ends, the front, its hypervolume and the
         # parent's note are refreshed from the trials ended so far.  The plots (the costly
         # part: matplotlib, plotly's HTML and a few MB of artifact) are redrawn at most every
         # LIVE_PLOT_INTERVAL_S, so a search of many short trials does not spend its driver time
-        # drawing; the final front always gets them.
+        # drawing; the final front always gets them.  The refresh reads every ended trial, so
+        # it runs within its budget (LIVE_REFRESH_SHARE of the time): a trial end that finds it
+        # spent is skipped, and a later one refreshes with what has ended by then.
         now = time.monotonic()
+        budget = min(LIVE_REFRESH_BURST_S, refresh_budget[0] + LIVE_REFRESH_SHARE * (now - refresh_budget[1]))
+        refresh_budget[:] = [budget, now]
+        if budget <= 0:
+            return
         plots = now - last_plot[0] >= LIVE_PLOT_INTERVAL_S
         if plots:
             last_plot[0] = now
-        write_pareto(search_dir, collect_rows(ended_results, settings), metric=settings.metric,
-                     criteria=criteria, tracker=tracker, plots=plots)
+        try:
+            write_pareto(search_dir, collect_rows(ended_results, settings), metric=settings.metric,
+                         criteria=criteria, tracker=tracker, plots=plots)
+        finally:
+            refresh_budget[0] -= time.monotonic() - now
 
     callbacks = [MLflowTrackingCallback(tracker, on_trial_end=refresh_front if live_front else None),
                  RetryReporter(log)]

@@ -41,6 +41,7 @@ class MLflowTrackingCallback(Callback):
         if on_trial_end is not None:
             tracker.on_trial_end = on_trial_end
         self._errored: set[str] = set()
+        self._ended_results: dict[str, SimpleNamespace] = {}
 
     def __getstate__(self) -> dict:
         return {"init_args": self.tracker.init_args}
@@ -48,6 +49,7 @@ class MLflowTrackingCallback(Callback):
     def __setstate__(self, state: dict) -> None:
         args = dict(state["init_args"])
         self._errored = set()
+        self._ended_results = {}
         live = active_tracker(args["search_dir"])
         if live is None:
             from rayprune.tracking.mlflow_tracker import SearchTracker
@@ -58,6 +60,7 @@ class MLflowTrackingCallback(Callback):
         self.tracker = live
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._ended_results.pop(trial.trial_id, None)  # runs again (a resume): its result will change
         self.tracker.start_trial(trial.trial_id, trial.config)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -85,7 +88,16 @@ class MLflowTrackingCallback(Callback):
         hook = getattr(self.tracker, "on_trial_end", None)
         if hook is None:
             return
-        ended = [self._as_result(t) for t in trials if t.trial_id in self.tracker.ended_trials]
+        # An ended trial's result is made once and kept: remaking every ended trial's after
+        # each trial end (``trial.path`` alone is a few pathlib joins) made the search's
+        # driver time grow with the square of its trials (benchmarks/bench_driver_scale.py).
+        ended = []
+        for t in trials:
+            if t.trial_id in self.tracker.ended_trials:
+                result = self._ended_results.get(t.trial_id)
+                if result is None:
+                    result = self._ended_results[t.trial_id] = self._as_result(t)
+                ended.append(result)
         try:
             hook(ended)
         except Exception:
