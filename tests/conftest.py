@@ -89,3 +89,33 @@ def tiny_batch() -> dict[str, torch.Tensor]:
         "attention_mask": attention_mask,
         "labels": torch.tensor([0, 1, 0, 1]),
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> str:
+    """The tiny BERT saved like a hub model (``helpers.save_tiny_bert``: config-built, the
+    bundled MiniLM tokenizer), once per session, for tests that load a model by directory."""
+    from helpers import save_tiny_bert
+
+    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="session")
+def demo_data_of(tiny_dir) -> Callable:
+    """Factory: ``demo_data_of(train, eval)`` is the built-in demo task with that many train and
+    eval examples, tokenised for :func:`tiny_dir` at 32 tokens; each size is built once per
+    session.  The loader is bound here, at first use, so a test that patches
+    ``rayprune.models.load_model_and_tokenizer`` later does not see this load."""
+    from rayprune.data import DataSpec, load_task, tokenize_task
+    from rayprune.models import load_model_and_tokenizer
+
+    built: dict[tuple[int, int], object] = {}
+
+    def of(train: int, eval: int):
+        if (train, eval) not in built:
+            task = load_task(DataSpec(task="demo", max_train_samples=train, max_eval_samples=eval))
+            _, tokenizer = load_model_and_tokenizer(tiny_dir, num_labels=task.num_labels)
+            built[train, eval] = tokenize_task(task, tokenizer, max_seq_length=32)
+        return built[train, eval]
+
+    return of

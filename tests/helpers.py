@@ -1,4 +1,5 @@
-"""Plain helpers shared by the trial and integration tests (no fixtures: those live per file)."""
+"""Plain helpers shared by the trial and integration tests (the fixtures built on them are in
+conftest.py)."""
 
 from __future__ import annotations
 

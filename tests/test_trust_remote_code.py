@@ -24,16 +24,10 @@ from rayprune.data import DataSpec, load_task, tokenize_task
 from rayprune.errors import SpecError
 from rayprune.training import TrialConfig, TrialSettings, run_training
 
-from helpers import save_tiny_bert
 
 REAL_LOADER = rayprune.models.load_model_and_tokenizer
 #: Modules that import the loader by name at import time (the others look it up in rayprune.models).
 BOUND_BY_NAME = (rayprune.export, rayprune.training.checkpoint, rayprune.training.loop)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny") / "model"))
 
 
 @pytest.fixture(scope="module")

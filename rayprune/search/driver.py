@@ -41,7 +41,40 @@ LIVE_PLOT_INTERVAL_S = 30.0
 LIVE_REFRESH_SHARE = 0.05
 LIVE_REFRESH_BURST_S = 5.0
 
-__all__ = ["run_search", "reuse_actors"]
+__all__ = ["run_search", "reuse_actors", "LiveFrontRefresh"]
+
+
+class LiveFrontRefresh:
+    """The live MLflow view of a running search: after a trial ends, the front, its hypervolume
+    and the parent's note are rewritten from the trials ended so far (``write(ended_results,
+    plots)``).
+
+    The plots (the costly part: matplotlib, plotly's HTML and a few MB of artifact) are redrawn
+    at most every LIVE_PLOT_INTERVAL_S, so a search of many short trials does not spend its
+    driver time drawing; the final front always gets them.  A refresh reads every ended trial,
+    so refreshes run within a budget of LIVE_REFRESH_SHARE of the wall time (up to
+    LIVE_REFRESH_BURST_S at once): a trial end that finds the budget spent is skipped, and a
+    later one refreshes with what has ended by then.
+    """
+
+    def __init__(self, write, *, clock=time.monotonic):
+        self._write, self._clock = write, clock
+        self._last_plot = float("-inf")
+        self._budget, self._budget_at = LIVE_REFRESH_BURST_S, clock()
+
+    def __call__(self, ended_results: list) -> None:
+        now = self._clock()
+        self._budget = min(LIVE_REFRESH_BURST_S, self._budget + LIVE_REFRESH_SHARE * (now - self._budget_at))
+        self._budget_at = now
+        if self._budget <= 0:
+            return
+        plots = now - self._last_plot >= LIVE_PLOT_INTERVAL_S
+        if plots:
+            self._last_plot = now
+        try:
+            self._write(ended_results, plots)
+        finally:
+            self._budget -= self._clock() - now
 
 
 def _scheduler(spec: SearchSpec, settings: TrialSettings):
@@ -116,7 +149,7 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     from rayprune.search.searcher import create_searcher
     from rayprune.search.criteria import establish_criteria
     from rayprune.tracking.callback import MLflowTrackingCallback
-    from rayprune.tracking.mlflow_tracker import SearchTracker, default_tracking_uri
+    from rayprune.tracking.mlflow_tracker import SearchTracker, create_store_in_background, default_tracking_uri
     from rayprune.training.trainable import tune_trainable
 
     spec, settings, search_dir = prepared.spec, prepared.settings, prepared.search_dir
@@ -131,6 +164,8 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     configure_tracking_timeouts()
     if tracking_uri:
         check_tracking_uri(tracking_uri)
+    tracking_uri = tracking_uri or default_tracking_uri(search_dir)
+    store_creation = create_store_in_background(tracking_uri)  # overlaps ray.init (bench_overhead.py)
 
     # Ray's new output engine ignores our live table (CLIReporter); use the classic one.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -171,7 +206,8 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     if Path(spec.path).is_file():
         shutil.copyfile(spec.path, search_dir / "space.yaml")
 
-    tracking_uri = tracking_uri or default_tracking_uri(search_dir)
+    if store_creation is not None:
+        store_creation.join()
     metric_names = {settings.metric, "sparsity", "sparsity_encoder"} | set(prepared.data_info["metrics"])
     tracker = SearchTracker(tracking_uri, spec.name, search_dir, metric_names=metric_names,
                             tags={"rayprune.space": spec.path, "rayprune.model": spec.model})
@@ -194,33 +230,12 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     )
     install_retry_policy()
 
-    last_plot = [float("-inf")]
-    # Seconds of refresh allowed now, and when that was last worked out.
-    refresh_budget = [LIVE_REFRESH_BURST_S, time.monotonic()]
+    live_refresh = LiveFrontRefresh(
+        lambda ended_results, plots: write_pareto(search_dir, collect_rows(ended_results, settings),
+                                                  metric=settings.metric, criteria=criteria, tracker=tracker,
+                                                  plots=plots))
 
-    def refresh_front(ended_results: list) -> None:
-        # Live MLflow view: after every trial that ends, the front, its hypervolume and the
-        # parent's note are refreshed from the trials ended so far.  The plots (the costly
-        # part: matplotlib, plotly's HTML and a few MB of artifact) are redrawn at most every
-        # LIVE_PLOT_INTERVAL_S, so a search of many short trials does not spend its driver time
-        # drawing; the final front always gets them.  The refresh reads every ended trial, so
-        # it runs within its budget (LIVE_REFRESH_SHARE of the time): a trial end that finds it
-        # spent is skipped, and a later one refreshes with what has ended by then.
-        now = time.monotonic()
-        budget = min(LIVE_REFRESH_BURST_S, refresh_budget[0] + LIVE_REFRESH_SHARE * (now - refresh_budget[1]))
-        refresh_budget[:] = [budget, now]
-        if budget <= 0:
-            return
-        plots = now - last_plot[0] >= LIVE_PLOT_INTERVAL_S
-        if plots:
-            last_plot[0] = now
-        try:
-            write_pareto(search_dir, collect_rows(ended_results, settings), metric=settings.metric,
-                         criteria=criteria, tracker=tracker, plots=plots)
-        finally:
-            refresh_budget[0] -= time.monotonic() - now
-
-    callbacks = [MLflowTrackingCallback(tracker, on_trial_end=refresh_front if live_front else None),
+    callbacks = [MLflowTrackingCallback(tracker, on_trial_end=live_refresh if live_front else None),
                  RetryReporter(log)]
     from ray.tune import CLIReporter
 

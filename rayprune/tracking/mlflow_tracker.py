@@ -39,7 +39,7 @@ from rayprune.tracking.journal import PendingJournal
 from rayprune.tracking.summary import display_params, front_table, row_tags, run_name, search_note
 from rayprune.tracking.uris import check_tracking_uri, redact_uri, scrub
 
-__all__ = ["default_tracking_uri", "SearchTracker", "sync_search_dir", "local_artifact_dir", "EXPERIMENT_KIND_TAG", "WORKFLOW_QUERY",
+__all__ = ["default_tracking_uri", "create_store_in_background", "SearchTracker", "sync_search_dir", "local_artifact_dir", "EXPERIMENT_KIND_TAG", "WORKFLOW_QUERY",
            "EXPERIMENT_KIND", "ARTIFACTS_DIR", "STATE_FILE"]
 
 #: The experiment tag MLflow 3's UI reads to choose an experiment's layout (``mlflow.experimentKind``
@@ -80,6 +80,36 @@ _FRONT_TABLE = "pareto/front.json"
 def default_tracking_uri(search_dir: Path) -> str:
     """``sqlite:////abs/path/mlflow.db`` inside the search directory (never relative)."""
     return f"sqlite:///{(Path(search_dir).resolve() / 'mlflow.db').as_posix()}"
+
+
+def create_store_in_background(tracking_uri: str):
+    """Open ``tracking_uri``'s SQLite store in a daemon thread, so the schema MLflow creates on a
+    new file (its migrations: ~2.5 s on a 2-core machine) overlaps the driver's ``ray.init``
+    and its floor/reference work instead of adding to them.  Returns the thread (join it before
+    the :class:`SearchTracker` opens the store) or None for a non-SQLite URI.
+
+    Nothing is created in the store but its tables, and a failure here is not reported: the
+    tracker opens the same store right after and says what is wrong itself."""
+    if not tracking_uri.startswith("sqlite:"):
+        return None
+    import threading
+
+    # The modules are imported here, on the calling thread: two threads importing overlapping
+    # modules can see each other's half-initialised ones.  Only the schema work runs beside.
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+    import mlflow.tracking  # noqa: F401
+
+    def create() -> None:
+        try:
+            from mlflow.tracking import MlflowClient
+
+            MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+        except Exception:  # the tracker reports it (see the docstring)
+            pass
+
+    thread = threading.Thread(target=create, name="rayprune-mlflow-store", daemon=True)
+    thread.start()
+    return thread
 
 
 def _now_ms() -> int:

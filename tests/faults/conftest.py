@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from faultlib import LocalCluster
-from helpers import save_tiny_bert
 
 
 @pytest.fixture(scope="package")
@@ -40,5 +39,6 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny") / "model"))
+def tiny_model(tiny_dir) -> str:
+    """The session's tiny model directory (tests/conftest.py), under the name these tests use."""
+    return tiny_dir

@@ -23,7 +23,6 @@ import yaml
 
 from keyword_task import keyword_data
 
-from helpers import save_tiny_bert
 
 pytestmark = pytest.mark.integration
 
@@ -57,11 +56,6 @@ def ray_cluster(tmp_path_factory):
     if ray.is_initialized():
         ray.shutdown()
     subprocess.run([ray_bin, "stop", "--force"], env=env, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny") / "model"))
 
 
 def write_space(path: Path, model: str, *, name: str, num_samples: int = 4, scheduler: str = "asha") -> Path:

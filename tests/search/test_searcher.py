@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from rayprune.search.results import write_pareto

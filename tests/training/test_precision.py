@@ -10,27 +10,17 @@ import pytest
 import torch
 from torch import nn
 
-from rayprune.data import DataSpec, load_task, tokenize_task
 from rayprune.methods import register
 from rayprune.methods.magnitude import MagnitudeMethod
-from rayprune.models import load_model_and_tokenizer
 from rayprune.training import TrialConfig, TrialSettings, run_training
 from rayprune.training.loop import method_step_hooks
 from rayprune.training.precision import Precision, resolve_precision
 
-from helpers import save_tiny_bert
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny") / "model"))
-
-
-@pytest.fixture(scope="module")
-def demo_data(tiny_dir):
-    task = load_task(DataSpec(task="demo", max_train_samples=120, max_eval_samples=40))
-    _, tokenizer = load_model_and_tokenizer(tiny_dir, num_labels=task.num_labels)
-    return tokenize_task(task, tokenizer, max_seq_length=32)
+def demo_data(demo_data_of):
+    return demo_data_of(120, 40)
 
 
 def settings_for(model_dir: str, precision: str, **changes) -> TrialSettings:

@@ -8,25 +8,17 @@ import math
 import pytest
 import torch
 
-from rayprune.data import DataSpec, load_task, tokenize_task
 from rayprune.methods import PruningMethod, register
-from rayprune.models import load_model_and_tokenizer
 from rayprune.training import TrialConfig, TrialSettings, run_training
 from rayprune.training.loop import TrialFailed, distillation_loss
 
 from helpers import save_tiny_bert
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> str:
-    return str(save_tiny_bert(tmp_path_factory.mktemp("tiny") / "model"))
-
 
 @pytest.fixture(scope="module")
-def demo_data(tiny_dir):
-    task = load_task(DataSpec(task="demo", max_train_samples=64, max_eval_samples=24))
-    _, tokenizer = load_model_and_tokenizer(tiny_dir, num_labels=task.num_labels)
-    return tokenize_task(task, tokenizer, max_seq_length=32)
+def demo_data(demo_data_of):
+    return demo_data_of(64, 24)
 
 
 def settings_for(model_dir: str, **changes) -> TrialSettings:
