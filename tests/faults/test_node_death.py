@@ -15,7 +15,7 @@ from faultlib import BIN, keyword_space, mlflow_children, search_args, trial_res
 
 pytestmark = pytest.mark.integration
 
-STEPS, EVAL = 240, 40
+STEPS, EVAL = 480, 40
 
 
 def test_a_worker_node_dies_mid_search(cluster, tiny_model, tmp_path):
@@ -32,20 +32,26 @@ def test_a_worker_node_dies_mid_search(cluster, tiny_model, tmp_path):
     def done(results):
         return results[-1].get("budget_fraction") == 1.0
 
-    # Kill when a trial has finished and the trial running on the worker has a checkpoint.
+    raylet = worker.raylet_pid()  # looked up now: the kill below must not wait for a /proc scan
+
+    # Kill when a trial has finished and the trial running on the worker has a checkpoint but is
+    # at most half-way.  The first two trials run side by side at the same speed, so when one
+    # ends the other is nearly done too (killed then, it may finish before its node is gone);
+    # the moment comes with the second pair.
     deadline = time.monotonic() + 300
     while True:
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, "no moment with a finished trial and a checkpointed worker trial"
         results = trial_results(tune_dir)
         finished = {t for t, r in results.items() if done(r)}
-        on_worker = [t for t, r in results.items() if r[-1]["node_id"] != head_id and not done(r)]
+        on_worker = [t for t, r in results.items()
+                     if r[-1]["node_id"] != head_id and not done(r) and r[-1]["step"] <= STEPS // 2]
         if finished and on_worker:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     before = {t: results[t] for t in finished}
     victim = on_worker[0]
-    os.kill(worker.raylet_pid(), signal.SIGKILL)
+    os.kill(raylet, signal.SIGKILL)
     output, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, output
     assert f"trial {victim} lost its worker" in output and "retry 1/3" in output, output
