@@ -104,8 +104,7 @@ def tiny_dir(tmp_path_factory) -> str:
 def demo_data_of(tiny_dir) -> Callable:
     """Factory: ``demo_data_of(train, eval)`` is the built-in demo task with that many train and
     eval examples, tokenised for :func:`tiny_dir` at 32 tokens; each size is built once per
-    session.  The loader is bound here, at first use, so a test that patches
-    ``rayprune.models.load_model_and_tokenizer`` later does not see this load."""
+    session."""
     from rayprune.data import DataSpec, load_task, tokenize_task
     from rayprune.models import load_model_and_tokenizer
 
