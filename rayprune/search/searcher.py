@@ -12,10 +12,34 @@ from rayprune.search.results import constraint_violations, reached_full_budget
 
 __all__ = ["FidelityAwareOptunaSearch", "create_searcher", "study_storage", "STUDY_FILE", "SAMPLERS"]
 
+class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """Optuna's NSGA-II sampler, picklable again.
+
+    Optuna 5.1's ``NSGAIISampler`` keeps a ``threading.Lock`` (``_thread_lock``), and Ray's
+    ``Tuner`` pickles the searcher, and so the sampler, into the experiment directory before the
+    first trial: every ``search.algorithm: nsga2`` search failed there with "cannot pickle
+    '_thread.lock' object".  The lock guards the sampler's per-process generation cache, so a
+    fresh one after unpickling is what it needs.  Written here because neither Optuna nor Ray
+    offers a picklable variant."""
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if "_thread_lock" in state:
+            state["_thread_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        import threading
+
+        self.__dict__.update(state)
+        if "_thread_lock" in state:
+            self._thread_lock = threading.Lock()
+
+
 #: ``search.algorithm`` -> Optuna sampler class (each takes ``seed=``).
 SAMPLERS = {
     "tpe": optuna.samplers.TPESampler,
-    "nsga2": optuna.samplers.NSGAIISampler,
+    "nsga2": PicklableNSGAIISampler,
     "random": optuna.samplers.RandomSampler,
 }
 

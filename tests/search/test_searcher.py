@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -149,3 +150,31 @@ def test_constraints_are_told_to_optuna_and_infeasible_trials_leave_best_trials(
     assert trials[1].constraints == pytest.approx({"max_parameters": 1.0})  # infeasible
     # t2 dominates t1 but violates the bound: Optuna's Pareto set holds the feasible t1 only
     assert [t.values for t in searcher._ot_study.best_trials] == [[0.8, 0.8]]
+
+
+@pytest.mark.parametrize("algorithm", ["tpe", "nsga2", "random"])
+def test_every_sampler_survives_the_pickling_ray_does_before_the_first_trial(algorithm, tmp_path):
+    """Ray's Tuner pickles the searcher (and its Optuna sampler) into the experiment directory;
+    Optuna 5.1's NSGA-II sampler holds a thread lock, which made every nsga2 search fail there.
+    The sampler must pickle, and still sample after unpickling."""
+    import pickle
+
+    from ray import cloudpickle
+
+    from rayprune.search.searcher import SAMPLERS
+
+    sampler = SAMPLERS[algorithm](seed=0)
+    restored = pickle.loads(cloudpickle.dumps(sampler))
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=restored)
+    study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=3)
+    assert len(study.trials) == 3
+
+
+def test_the_default_searcher_pickles(tmp_path):
+    """The searcher a space file gets with the shipped defaults (no ``search:`` section)."""
+    from ray import cloudpickle
+
+    document = dict(SPACE)
+    document.pop("search", None)
+    searcher = create_searcher(parse_spec(document, path="s.yaml"), search_dir=tmp_path)
+    cloudpickle.dumps(searcher)
