@@ -12,6 +12,7 @@ from rayprune.search.results import constraint_violations, reached_full_budget
 
 __all__ = ["FidelityAwareOptunaSearch", "create_searcher", "study_storage", "STUDY_FILE", "SAMPLERS"]
 
+
 class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
     """Optuna's NSGA-II sampler, picklable again.
 

@@ -1,5 +1,5 @@
-"""Fixtures of the fault tests: one multi-node Ray cluster for the session (see faultlib.py)
-and the tiny model."""
+"""Fixtures of the fault tests: one multi-node Ray cluster for the session (see faultlib.py);
+the tiny model is ``tiny_dir`` from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -36,9 +36,3 @@ def cluster(tmp_path_factory):
         # Killed nodes leave Ray's pointer to the latest cluster behind; a later address-less
         # `ray.init()` in this process would try to join the dead cluster.
         Path("/tmp/ray/ray_current_cluster").unlink(missing_ok=True)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tiny_dir) -> str:
-    """The session's tiny model directory (tests/conftest.py), under the name these tests use."""
-    return tiny_dir

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 STEPS, EVAL = 900, 90  # the neighbour runs well past the diverged trial's failure (a few s in)
 
 
-def test_a_diverging_trial_beside_one_mid_flight(cluster, tiny_model, tmp_path):
+def test_a_diverging_trial_beside_one_mid_flight(cluster, tiny_dir, tmp_path):
     import ray
     from ray.tune import ExperimentAnalysis
 
@@ -28,7 +28,7 @@ def test_a_diverging_trial_beside_one_mid_flight(cluster, tiny_model, tmp_path):
     from rayprune.search.preflight import prepare_search
 
     cluster.ensure_workers(1)
-    space = keyword_space(tmp_path / "space.yaml", tiny_model, name="diverge", targets=[0.5, 0.6],
+    space = keyword_space(tmp_path / "space.yaml", tiny_dir, name="diverge", targets=[0.5, 0.6],
                           learning_rates=[3e-3, 1e-3], steps=STEPS, eval_interval=EVAL)
     spec = load_spec(space)
     # The spec refuses learning rates above 1; one that gets past it (or any diverging run) must

@@ -36,9 +36,9 @@ def saved_trial_states(tune_dir: Path) -> dict[str, tuple[str, int]]:
     return states
 
 
-def test_driver_killed_then_resumed(cluster, tiny_model, tmp_path):
+def test_driver_killed_then_resumed(cluster, tiny_dir, tmp_path):
     cluster.ensure_workers(1)
-    space = keyword_space(tmp_path / "space.yaml", tiny_model, name="killed", targets=[0.5, 0.7, 0.9],
+    space = keyword_space(tmp_path / "space.yaml", tiny_dir, name="killed", targets=[0.5, 0.7, 0.9],
                           steps=STEPS, eval_interval=EVAL, max_concurrent=1)
     out = tmp_path / "runs"
     search_dir = out / "killed"

@@ -18,11 +18,11 @@ pytestmark = pytest.mark.integration
 STEPS, EVAL = 480, 40
 
 
-def test_a_worker_node_dies_mid_search(cluster, tiny_model, tmp_path):
+def test_a_worker_node_dies_mid_search(cluster, tiny_dir, tmp_path):
     cluster.ensure_workers(1)
     head_id = next(n["NodeID"] for n in cluster.alive_nodes() if "node:__internal_head__" in n["Resources"])
     worker = cluster.workers[0]
-    space = keyword_space(tmp_path / "space.yaml", tiny_model, name="nodeloss", targets=[0.5, 0.6, 0.7, 0.8],
+    space = keyword_space(tmp_path / "space.yaml", tiny_dir, name="nodeloss", targets=[0.5, 0.6, 0.7, 0.8],
                           steps=STEPS, eval_interval=EVAL)
     out = tmp_path / "runs"
     tune_dir = out / "nodeloss" / "ray" / "tune"

@@ -28,11 +28,11 @@ time.sleep(600)
 
 
 @pytest.fixture(scope="module")
-def finished(cluster, tiny_model, tmp_path_factory):
+def finished(cluster, tiny_dir, tmp_path_factory):
     """A finished two-trial search made with the CLI: (space file, output dir, search dir)."""
     cluster.ensure_workers(1)
     root = tmp_path_factory.mktemp("searchdir")
-    space = keyword_space(root / "space.yaml", tiny_model, name="once", targets=[0.5, 0.8])
+    space = keyword_space(root / "space.yaml", tiny_dir, name="once", targets=[0.5, 0.8])
     out = root / "runs"
     result = rayprune(*search_args(space, out, cluster.address, data_dir=None), env=cluster.env)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.integration, needs_glue]
 STEPS, EVAL = 240, 40
 
 
-def test_a_dead_tracking_uri_is_refused_before_any_trial(cluster, tiny_model, tmp_path):
-    space = write_space(tmp_path / "space.yaml", tiny_model, name="deaduri", targets=[0.5])
+def test_a_dead_tracking_uri_is_refused_before_any_trial(cluster, tiny_dir, tmp_path):
+    space = write_space(tmp_path / "space.yaml", tiny_dir, name="deaduri", targets=[0.5])
     dead = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     result = rayprune(*search_args(space, tmp_path / "runs", cluster.address), "--tracking-uri", dead,
@@ -33,11 +33,11 @@ def test_a_dead_tracking_uri_is_refused_before_any_trial(cluster, tiny_model, tm
     assert not (tmp_path / "runs" / "deaduri" / "ray").exists()
 
 
-def test_the_mlflow_server_goes_away_mid_search(cluster, tiny_model, tmp_path):
+def test_the_mlflow_server_goes_away_mid_search(cluster, tiny_dir, tmp_path):
     cluster.ensure_workers(1)
     server = MlflowServer(tmp_path / "server").start()
     try:
-        space = write_space(tmp_path / "space.yaml", tiny_model, name="outage", targets=[0.5, 0.7],
+        space = write_space(tmp_path / "space.yaml", tiny_dir, name="outage", targets=[0.5, 0.7],
                             steps=STEPS, eval_interval=EVAL)
         out = tmp_path / "runs"
         search_dir = out / "outage"

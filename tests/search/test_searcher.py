@@ -153,7 +153,7 @@ def test_constraints_are_told_to_optuna_and_infeasible_trials_leave_best_trials(
 
 
 @pytest.mark.parametrize("algorithm", ["tpe", "nsga2", "random"])
-def test_every_sampler_survives_the_pickling_ray_does_before_the_first_trial(algorithm, tmp_path):
+def test_every_sampler_survives_the_pickling_ray_does_before_the_first_trial(algorithm):
     """Ray's Tuner pickles the searcher (and its Optuna sampler) into the experiment directory;
     Optuna 5.1's NSGA-II sampler holds a thread lock, which made every nsga2 search fail there.
     The sampler must pickle, and still sample after unpickling."""
@@ -174,7 +174,7 @@ def test_the_default_searcher_pickles(tmp_path):
     """The searcher a space file gets with the shipped defaults (no ``search:`` section)."""
     from ray import cloudpickle
 
-    document = dict(SPACE)
-    document.pop("search", None)
-    searcher = create_searcher(parse_spec(document, path="s.yaml"), search_dir=tmp_path)
+    spec = parse_spec(dict(SPACE), path="s.yaml")  # SPACE has no search: section
+    assert spec.algorithm == "nsga2"
+    searcher = create_searcher(spec, search_dir=tmp_path)
     cloudpickle.dumps(searcher)
