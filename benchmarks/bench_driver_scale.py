@@ -29,8 +29,9 @@ outermost calls only):
   trials' results, ``collect_rows``, ``write_pareto``), of which ``write_pareto`` (verdicts,
   front, results.csv, pareto.csv/.json), ``plots`` (``plot_front``, at most every 30 s) and
   ``log_pareto`` (the tracker's share of it),
-* ``mlflow``: every record sent to MLflow (``SearchTracker._apply``), ``tracking_state``: every
-  rewrite of ``tracking.json`` (``SearchTracker._save``),
+* ``mlflow``: every record sent to MLflow (``SearchTracker._apply``), ``tracking_state``: saving the
+  tracker's state (``SearchTracker._save``, which rewrites ``tracking.json`` when the search-level
+  part changed, and ``_record_trial_change``, which appends to ``tracking_trials.jsonl``),
 * ``searcher``: Optuna's suggest and tell (``OptunaSearch.suggest/on_trial_complete``, SQLite
   study storage).
 
@@ -146,6 +147,7 @@ def run_child(n: int, out: Path, *, table_path: str, max_concurrent: int, time_s
     timers.wrap(SearchTracker, "log_pareto", "log_pareto")
     timers.wrap(SearchTracker, "_apply", "mlflow")
     timers.wrap(SearchTracker, "_save", "tracking_state")
+    timers.wrap(SearchTracker, "_record_trial_change", "tracking_state")
     timers.wrap(FidelityAwareOptunaSearch, "suggest", "searcher")
     timers.wrap(FidelityAwareOptunaSearch, "on_trial_complete", "searcher")
 
@@ -277,7 +279,7 @@ def _rss_slope(marks: list[dict]) -> float | None:
 # ---------------------------------------------------------------------------------------- parent
 def print_table(results: list[dict]) -> None:
     print("\n| trials | wall s | s/trial | to 1st end s | s/trial after | peak RSS MB | RSS kB/trial | refreshes "
-          "| live refresh s | of it write_pareto s | plots s | log_pareto s | MLflow s | tracking.json s | searcher s "
+          "| live refresh s | of it write_pareto s | plots s | log_pareto s | MLflow s | tracker state s | searcher s "
           "| final front s |")
     print("|---:" * 16 + "|")
     for r in results:
@@ -293,7 +295,7 @@ def print_table(results: list[dict]) -> None:
     if quartered:
         print("\nper trial, first vs last quarter of the trials (ms; s/trial is the time between trial ends):\n")
         print("| trials | s/trial first | s/trial last | live refresh ms first | last | write_pareto first | last "
-              "| log_pareto first | last | MLflow first | last | tracking.json first | last |")
+              "| log_pareto first | last | MLflow first | last | tracker state first | last |")
         print("|---:" * 13 + "|")
         for r in quartered:
             f, last = r["quarters"]["first"], r["quarters"]["last"]

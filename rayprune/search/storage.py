@@ -10,7 +10,8 @@ scratch on another node, or fail, after its compute was spent: :func:`check_reac
 refuses it before any trial starts.
 
 The search directory (``<output>/<name>``) keeps the small files the driver writes
-(``search.json``, ``results.csv``, the front, ``tracking.json``, the lock); Ray's storage for the
+(``search.json``, ``results.csv``, the front, ``tracking.json`` and
+``tracking_trials.jsonl``, the lock); Ray's storage for the
 search is ``<storage>/<name>`` (``<search dir>/ray`` when no storage is given).
 """
 

@@ -55,6 +55,9 @@ WORKFLOW_QUERY = "workflowType=machine_learning"
 ARTIFACTS_DIR = "mlartifacts"
 #: The trial -> run map and tracking state inside the search directory.
 STATE_FILE = "tracking.json"
+#: The per-trial half of the tracker's state: one JSON line per change, appended (see
+#: :class:`SearchTracker`), so saving costs the same at trial 1,000 as at trial 1.
+TRIALS_FILE = "tracking_trials.jsonl"
 
 # Metrics worth a per-evaluation curve in the UI (few per child, ECOSYSTEM pain 13).  No param
 # is logged again as a metric: ``step`` is MLflow's own step, ``target_sparsity`` is a param.
@@ -148,8 +151,12 @@ def _stderr(message: str) -> None:
 class SearchTracker:
     """Owns the experiment, the parent run, the trial -> child run map and the pending journal.
 
-    The map is saved to ``tracking.json`` in the search directory so a resumed search reattaches
-    to its runs (ECOSYSTEM pain 7); credentials of the tracking URI are never written there.
+    The state is saved in the search directory so a resumed search reattaches to its runs
+    (ECOSYSTEM pain 7): the search-level part (experiment, parent, reference) in
+    ``tracking.json``, rewritten only when it changes; the per-trial part (trial -> run, run
+    names, ended trials, the hypervolume history) appended to ``tracking_trials.jsonl`` one change
+    per line, because rewriting a map of every trial on each change made a 1,000-trial search's
+    saves quadratic.  Credentials of the tracking URI are never written to either.
     """
 
     #: Seconds between attempts to reach MLflow again while it is unreachable.
@@ -203,8 +210,10 @@ class SearchTracker:
         self.journal = PendingJournal(search_dir)
         self._log = log or _stderr
         self._state_file = search_dir / STATE_FILE
+        self._trials_file = search_dir / TRIALS_FILE
         state = json.loads(self._state_file.read_text()) if self._state_file.exists() else {}
         self._state = state
+        self._saved_header: str | None = None
         self.default_store = tracking_uri == default_tracking_uri(search_dir)
         self.experiment_id: str | None = state.get("experiment_id")
         self.artifact_location: str | None = state.get("artifact_location")
@@ -217,6 +226,7 @@ class SearchTracker:
         # The hypervolume logged per step (trials ended), so a repeated front is not logged twice.
         self._hypervolume: dict[int, float] = {int(k): v for k, v in state.get("hypervolume", {}).items()}
         self._reference: dict = dict(state.get("reference", {}))
+        self._load_trial_changes()
         # Set when the experiment ends: trials cut off by an interruption, and how many there were.
         self.unfinished_trials: list[str] = []
         self.trials_seen = 0
@@ -260,6 +270,8 @@ class SearchTracker:
         self._state["experiment_name"] = experiment
 
     def _save(self) -> None:
+        """Rewrite ``tracking.json`` if the search-level state changed (a few hundred bytes,
+        independent of the number of trials)."""
         state = {
             "tracking_uri": redact_uri(self.tracking_uri),
             "default_store": self.default_store,
@@ -268,15 +280,53 @@ class SearchTracker:
             "artifact_location": self.artifact_location,
             "parent_run_id": self.parent_run_id,
             "reference_run_id": self.reference_run_id,
-            "child_runs": self.child_runs,
-            "run_names": self.run_names,
-            "ended_trials": sorted(self.ended_trials),
-            "hypervolume": {str(k): v for k, v in sorted(self._hypervolume.items())},
             "reference": self._reference,
+            "trials_file": TRIALS_FILE,
         }
+        text = json.dumps(state, indent=1)
+        if text == self._saved_header:
+            return
         tmp = self._state_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(state, indent=1))
+        tmp.write_text(text)
         os.replace(tmp, self._state_file)
+        self._saved_header = text
+
+    def _record_trial_change(self, change: dict) -> None:
+        """Append one per-trial change to ``tracking_trials.jsonl`` (flushed, not fsynced: like
+        the ``os.replace`` it replaces, it survives a killed driver, not a lost machine)."""
+        with open(self._trials_file, "a") as fh:
+            fh.write(json.dumps(change) + "\n")
+
+    def _load_trial_changes(self) -> None:
+        """Replay ``tracking_trials.jsonl`` over the state read from ``tracking.json`` (which
+        held the whole map in search directories written before the split); a line cut off by
+        a killed driver is skipped."""
+        if not self._trials_file.exists():
+            if any(self._state.get(k) for k in ("child_runs", "run_names", "ended_trials", "hypervolume")):
+                # An older search directory: move its map into the trials file before the next
+                # save rewrites tracking.json without it.
+                for trial_id, run_id in self.child_runs.items():
+                    self._record_trial_change({"child": trial_id, "run": run_id})
+                for trial_id, name in self.run_names.items():
+                    self._record_trial_change({"named": trial_id, "name": name})
+                for trial_id in sorted(self.ended_trials):
+                    self._record_trial_change({"ended": trial_id})
+                for step, value in sorted(self._hypervolume.items()):
+                    self._record_trial_change({"hypervolume_step": step, "value": value})
+            return
+        for line in self._trials_file.read_text().splitlines():
+            try:
+                change = json.loads(line)
+            except ValueError:
+                continue
+            if "child" in change:
+                self.child_runs[change["child"]] = change["run"]
+            elif "named" in change:
+                self.run_names[change["named"]] = change["name"]
+            elif "ended" in change:
+                self.ended_trials.add(change["ended"])
+            elif "hypervolume_step" in change:
+                self._hypervolume[int(change["hypervolume_step"])] = float(change["value"])
 
     # -------------------------------------------------------------------- records
     @property
@@ -417,6 +467,7 @@ class SearchTracker:
             self.reference_run_id = run_id
         else:
             self.child_runs[key] = run_id
+            self._record_trial_change({"child": key, "run": run_id})
         self._pending_creates.discard(key)
         self._save()
         if record.get("params"):
@@ -481,6 +532,7 @@ class SearchTracker:
             return self.child_runs.get(trial_id)
         name = run_name(trial_id, config)
         self.run_names[trial_id] = name
+        self._record_trial_change({"named": trial_id, "name": name})
         self._pending_creates.add(trial_id)
         plain = {str(k): _plain(v) for k, v in sorted(config.items())}
         self._submit({
@@ -488,7 +540,6 @@ class SearchTracker:
             "tags": {"rayprune.role": "trial", "method": str(config.get("method"))},
             "params": display_params(config), "config_yaml": yaml.safe_dump(plain, sort_keys=True),
         })
-        self._save()
         return self.child_runs.get(trial_id)
 
     def log_result(self, trial_id: str, result: Mapping[str, Any], step: int) -> None:
@@ -515,8 +566,9 @@ class SearchTracker:
             return
         tags = dict(tags or {})
         if status != "KILLED" or not tags.get("interrupted"):
-            self.ended_trials.add(trial_id)
-            self._save()
+            if trial_id not in self.ended_trials:
+                self.ended_trials.add(trial_id)
+                self._record_trial_change({"ended": trial_id})
             if "pareto" not in self._sent_tags.get(trial_id, {}):
                 tags.setdefault("pareto", "false")
         if tags:
@@ -610,6 +662,7 @@ class SearchTracker:
         metrics = []
         if self._hypervolume.get(step) != float(hypervolume):
             self._hypervolume[step] = float(hypervolume)
+            self._record_trial_change({"hypervolume_step": step, "value": float(hypervolume)})
             metrics += [["pareto_hypervolume", float(hypervolume), now, step],
                         ["pareto_size", float(len(front_rows)), now, step],
                         ["trials_finished", float(step), now, step]]

@@ -211,3 +211,39 @@ def test_precision_is_one_tag_of_each_trial_run_never_a_metric(tmp_path):
         assert not any(m[0] == "precision" for r in sent if r.get("run") == trial_id for m in r.get("metrics", []))
     reference = client.get_run(tracker.reference_run_id)
     assert reference.data.tags["precision"] == "fp32" and "precision" not in reference.data.metrics
+
+
+def test_saved_state_grows_by_appending_and_old_directories_still_resume(tmp_path):
+    """Per-trial state is appended (one line per change) while ``tracking.json`` keeps only the
+    search-level part, so a save costs the same at trial 1,000 as at trial 1; a search directory
+    written before the split (the whole map in ``tracking.json``) resumes with its map intact."""
+    import json
+
+    tracker = make_tracker(tmp_path)
+    callback = MLflowTrackingCallback(tracker)
+    header_size = None
+    for i in range(12):
+        trial = fake_trial(f"t{i}")
+        callback.on_trial_start(0, [], trial)
+        callback.on_trial_complete(0, [], trial)
+        size = (tmp_path / "tracking.json").stat().st_size
+        assert header_size in (None, size)  # the header does not grow with the trials
+        header_size = size
+    lines = (tmp_path / "tracking_trials.jsonl").read_text().splitlines()
+    assert len(lines) == 12 * 3  # a name, a run and an end per trial
+    tracking._ACTIVE_TRACKERS.clear()
+    resumed = make_tracker(tmp_path)
+    assert resumed.child_runs == tracker.child_runs and resumed.ended_trials == tracker.ended_trials
+    assert resumed.run_names == tracker.run_names
+
+    # An older directory: the map lived in tracking.json; resuming twice must not lose it.
+    state = json.loads((tmp_path / "tracking.json").read_text())
+    state.update(child_runs=tracker.child_runs, run_names=tracker.run_names,
+                 ended_trials=sorted(tracker.ended_trials), hypervolume={})
+    (tmp_path / "tracking.json").write_text(json.dumps(state))
+    (tmp_path / "tracking_trials.jsonl").unlink()
+    for _ in range(2):
+        tracking._ACTIVE_TRACKERS.clear()
+        again = make_tracker(tmp_path)
+        assert again.child_runs == tracker.child_runs and again.ended_trials == tracker.ended_trials
+    assert "child_runs" not in json.loads((tmp_path / "tracking.json").read_text())

@@ -139,9 +139,11 @@ def test_a_server_that_goes_away_twice_ends_with_every_trial_exactly_once(tmp_pa
         # A create whose answer was lost (the server made the run, the driver never heard):
         # replaying the same records again finds the run instead of making a second one.
         records = journal.splitlines()
-        state = json.loads((search_dir / "tracking.json").read_text())
-        state["child_runs"].pop("t3")
-        (search_dir / "tracking.json").write_text(json.dumps(state))
+        trials_file = search_dir / "tracking_trials.jsonl"
+        changes = [json.loads(line) for line in trials_file.read_text().splitlines()]
+        kept = [c for c in changes if c.get("child") != "t3"]
+        assert len(kept) == len(changes) - 1
+        trials_file.write_text("".join(json.dumps(c) + "\n" for c in kept))
         (search_dir / "tracking_pending.jsonl").write_text("\n".join(records) + "\n")
         assert sync_search_dir(search_dir, uri)[1] == 0
         runs = _trial_runs(client, "outage")
