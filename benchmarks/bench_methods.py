@@ -7,6 +7,10 @@ Same step budget, batch, learning rate and data for every run; each method with 
 default hyperparameters (its Options defaults and ``schedule_defaults``).  Train subsampled,
 evaluated on the full SST-2 dev set (872).  ``--baseline`` reuses the dense and GMP rows of a
 ``bench_gmp_sst2.py --out`` file made with the same settings instead of re-running them.
+
+``--teacher-dir DIR`` gives every run the dense reference as its teacher (trained once into
+``DIR`` at the runs' budget, as a search does, and reused by later runs with the same ``DIR``);
+with ``--set distill.alpha=0.5`` that is the methods table with distillation (issue 9 item 4).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ def main() -> None:
     parser.add_argument("--eval-interval", type=int,
                         help="also evaluate every this many steps; the rows then carry a 'curve' "
                              "(accuracy, train loss, method diagnostics per evaluation)")
+    parser.add_argument("--teacher-dir", help="the dense reference as every run's teacher: trained once into "
+                                              "this directory at --steps, reused when it is there")
     parser.add_argument("--out")
     args = parser.parse_args()
     overrides = {}
@@ -45,6 +51,14 @@ def main() -> None:
     data = load_sst2_for(args)
     common = dict(data=data, model=args.model, steps=args.steps, batch_size=args.batch_size, threads=args.threads,
                   eval_interval=args.eval_interval)
+    if args.teacher_dir:
+        from rayprune.training import TrialSettings
+        from rayprune.training.reference import ensure_reference
+
+        settings = TrialSettings(model=args.model, metric="accuracy", steps=args.steps, batch_size=args.batch_size,
+                                 eval_interval=args.steps, threads=args.threads, learning_rate=args.learning_rate)
+        teacher = ensure_reference(Path(args.teacher_dir), settings, data)
+        common["teacher_dir"] = teacher.path
     sparsities = [float(x) for x in args.sparsities.split(",")]
     rows = []
     if args.baseline and Path(args.baseline).exists():
@@ -54,6 +68,9 @@ def main() -> None:
         rows.append(run_one({"learning_rate": args.learning_rate}, **common))
         for s in sparsities:
             rows.append(run_one({"method": "magnitude", "target_sparsity": s, "learning_rate": args.learning_rate}, **common))
+    if args.teacher_dir:
+        rows.append({"method": "teacher", "target_sparsity": 0.0, "accuracy": teacher.metrics["accuracy"],
+                     "sparsity": 0.0, "sparsity_encoder": 0.0, "seconds": 0.0, "config": {"steps": teacher.steps}})
     print_table(rows, "baselines")
     for method in args.methods.split(","):
         for s in sparsities:
