@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from rayprune.config import SearchSpec
+from rayprune.errors import SpecError
 from rayprune.search.preflight import PreparedSearch
 from rayprune.search.results import collect_rows, write_pareto
 from rayprune.training.config import TrialSettings
@@ -145,7 +146,7 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
 
     from rayprune.search.failures import RetryReporter, install_retry_policy, max_retries
     from rayprune.search.lock import check_resume_files_trusted
-    from rayprune.search.storage import check_reachable_by_all_nodes, resolve_storage
+    from rayprune.search.storage import check_reachable_by_all_nodes, is_ray_client, resolve_storage
     from rayprune.search.searcher import create_searcher
     from rayprune.search.criteria import establish_criteria
     from rayprune.tracking.callback import MLflowTrackingCallback
@@ -174,9 +175,8 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
                if k in os.environ}
         # No address: a new in-process instance ("local"), as the CLI documents.  Ray's own
         # default would attach to whatever cluster /tmp/ray last recorded, even a dead one.
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-                 log_to_driver=verbose > 1,
-                 runtime_env={"env_vars": env} if env else None, configure_logging=verbose > 1)
+        _connect_ray(address or os.environ.get("RAY_ADDRESS") or "local", log=log, log_to_driver=verbose > 1,
+                     runtime_env={"env_vars": env} if env else None, configure_logging=verbose > 1)
     # Before the teacher or any trial: every node must reach the storage, and a resume must
     # not unpickle state that someone else could have written.
     ray_storage = resolve_storage(storage, search_dir, spec.name)
@@ -274,6 +274,8 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     except BaseException:
         tracker.finish("FAILED")
         raise
+    if is_ray_client():
+        tracker.adopt_remote_progress()  # the callbacks ran on the head, with their own tracker
     rows = collect_rows(results, settings)
     # Ray returns normally after Ctrl-C (it saves the experiment state for Tuner.restore); the
     # front written then covers the trials that finished so far.
@@ -289,6 +291,71 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     summary["interrupted"] = interrupted
     summary["reference"] = _reference_info(reference, criteria)
     return summary
+
+
+#: Attempts at a Ray Client connection whose per-client server died at start (below).
+RAY_CLIENT_ATTEMPTS = 3
+
+
+def _connect_ray(address: str, *, log=print, **options) -> None:
+    """``ray.init`` at ``address``; a cluster that cannot be reached is the user's to fix, so it
+    is a :class:`SpecError` naming the address and what to check, not Ray's traceback.
+
+    Ray Client (``ray://``): the head's proxy forks one server per client, and in Ray 2.60 that
+    fork intermittently crashes in gRPC (ray-project/ray#63202: "Initialization failure from
+    server", the server's logs empty; several times in ten tries on our 2-core machine), so that
+    failure is retried a few times before it is reported."""
+    import ray
+
+    _check_port_answers(address)
+    for attempt in range(1, RAY_CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, include_dashboard=False, **options)
+            return
+        except ConnectionAbortedError as err:
+            if not address.startswith("ray://") or attempt == RAY_CLIENT_ATTEMPTS or \
+                    "Initialization failure from server" not in str(err):
+                return _connection_error(address, err)
+            log(f"Ray Client: the head's server for this client failed to start (attempt {attempt} of "
+                f"{RAY_CLIENT_ATTEMPTS}; a known Ray bug, ray-project/ray#63202); connecting again")
+            ray.shutdown()
+        except (ConnectionError, TimeoutError, ModuleNotFoundError, ValueError) as err:
+            return _connection_error(address, err)
+
+
+def _connection_error(address: str, err: Exception) -> None:
+    """Re-raise ``err`` of ``ray.init(address)`` as a :class:`SpecError` naming the address and
+    what to check; a local instance that failed to start is not the user's to fix: re-raised."""
+    if address == "local" and not isinstance(err, ModuleNotFoundError):
+        raise err
+    client = address.startswith("ray://")
+    if client and (isinstance(err, ModuleNotFoundError) or "ray[client]" in str(err)):
+        raise SpecError(f"--address {address}: Ray Client needs the ray[client] extra "
+                        f"(pip install 'rayprune[client]')") from None
+    first_line = str(err).strip().splitlines()[0][:200] if str(err).strip() else "no answer"
+    hint = ("the head's Ray Client server (`ray start --head --ray-client-server-port`, 10001 by default)"
+            if client else "the head's GCS port (`ray start --head --port`, 6379 by default)")
+    raise SpecError(f"--address {address}: cannot connect to the Ray cluster ({type(err).__name__}: {first_line}); "
+                    f"{hint} must be reachable from here, and with token authentication RAY_AUTH_TOKEN or "
+                    f"RAY_AUTH_TOKEN_PATH must hold the cluster's token (docs/cluster.md)") from None
+
+
+def _check_port_answers(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse, within seconds, a ``HOST:PORT`` or ``ray://HOST:PORT`` that nothing listens on:
+    ``ray.init`` on a dead GCS address retries for minutes before it gives up."""
+    import socket
+
+    target = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = target.rpartition(":")
+    if address in ("local", "auto") or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        what = "Ray Client server" if address.startswith("ray://") else "Ray head (GCS)"
+        raise SpecError(f"--address {address}: no {what} answers at {host}:{port} ({err.strerror or err}); "
+                        f"start the cluster first (`ray start --head`), or check the host, the port and the "
+                        f"firewall (docs/cluster.md)") from None
 
 
 def _reference_info(reference, criteria) -> dict:

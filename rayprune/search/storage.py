@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 from rayprune.errors import SpecError
 
 __all__ = ["SearchStorage", "resolve_storage", "check_reachable_by_all_nodes", "alive_nodes",
-           "NETWORK_FILESYSTEMS"]
+           "is_ray_client", "NETWORK_FILESYSTEMS"]
 
 # Filesystem types (``/proc/mounts``) whose files every node that mounts them sees.
 NETWORK_FILESYSTEMS = frozenset({
@@ -156,7 +156,8 @@ def _local_addresses() -> set[str]:
     return addresses
 
 
-def _is_ray_client() -> bool:
+def is_ray_client() -> bool:
+    """True when this process is a Ray Client driver (``ray.init("ray://...")``)."""
     import ray
 
     return ray.util.client.ray.is_connected()
@@ -195,7 +196,7 @@ def check_reachable_by_all_nodes(storage: SearchStorage, nodes: list[dict] | Non
     """
     if storage.is_uri:
         return "bucket URI"
-    if nodes is None and _is_ray_client():
+    if nodes is None and is_ray_client():
         return _check_from_head(storage)
     nodes = alive_nodes() if nodes is None else nodes
     if len(nodes) <= 1:

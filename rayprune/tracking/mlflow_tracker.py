@@ -717,6 +717,17 @@ class SearchTracker:
         except ValueError:
             return str(path)
 
+    def adopt_remote_progress(self) -> None:
+        """Under Ray Client (``--address ray://``) Tune's controller, and with it the tracking
+        callback and a copy of this tracker, runs on the head node: that copy creates and ends
+        the trials' runs and appends them to the search directory's ``tracking_trials.jsonl``
+        (``--output`` must be visible to the head, docs/cluster.md).  Read them back so this
+        driver-side tracker ends the search knowing every trial's run: the front's tags reach
+        them and a search whose trials all ended is not taken for an interrupted one."""
+        self._load_trial_changes()
+        self.trials_seen = max(self.trials_seen, len(self.child_runs))
+        self.unfinished_trials = sorted(set(self.child_runs) - self.ended_trials)
+
     def finish(self, status: str = "FINISHED") -> int:
         """End the parent run and replay whatever is pending; return how many records are still
         pending (0 unless MLflow is unreachable now: ``rayprune sync`` sends them later)."""

@@ -89,6 +89,7 @@ class LocalCluster:
     root: Path
     env: dict
     address: str = ""
+    client_address: str = ""
     nodes: list[Node] = field(default_factory=list)
 
     def _start(self, args: list[str], head: bool) -> Node:
@@ -99,9 +100,19 @@ class LocalCluster:
         self.nodes.append(node)
         return node
 
-    def start_head(self) -> None:
+    def start_head(self, *, ray_client: bool = False) -> None:
+        """The head node; ``ray_client``: with a Ray Client server (``client_address``), and the
+        dashboard, whose runtime-env agent Ray Client's per-client servers need (without it
+        the client's server process dies at start and the connection is aborted)."""
         port = free_port()
-        self._start(["--head", f"--port={port}", "--include-dashboard=false", "--disable-usage-stats"], head=True)
+        args = ["--head", f"--port={port}", "--disable-usage-stats"]
+        if ray_client:
+            client_port = free_port()
+            args += [f"--ray-client-server-port={client_port}", f"--dashboard-port={free_port()}"]
+            self.client_address = f"ray://127.0.0.1:{client_port}"
+        else:
+            args.append("--include-dashboard=false")
+        self._start(args, head=True)
         self.address = f"127.0.0.1:{port}"
         self.wait_for_nodes(1)
 
