@@ -142,6 +142,20 @@ def _trial_config(result) -> dict:
     return {}
 
 
+#: pyarrow filesystem type -> the URI scheme that names it (Ray gives a checkpoint's path
+#: inside its filesystem, without the scheme).
+_REMOTE_SCHEMES = {"s3": "s3", "gcs": "gs", "abfs": "abfs", "hdfs": "hdfs"}
+
+
+def checkpoint_location(checkpoint) -> str:
+    """Where a trial's checkpoint is, as ``rayprune export`` opens it: a local path, or a URI
+    (``s3://bucket/...``) when Ray's storage is a bucket; "" without a checkpoint."""
+    if checkpoint is None:
+        return ""
+    scheme = _REMOTE_SCHEMES.get(getattr(checkpoint.filesystem, "type_name", "local"))
+    return f"{scheme}://{checkpoint.path}" if scheme else checkpoint.path
+
+
 def collect_rows(results, settings) -> list[dict]:
     """One row per trial from a ResultGrid: last metrics, config, checkpoint, status."""
     rows = []
@@ -149,7 +163,7 @@ def collect_rows(results, settings) -> list[dict]:
         metrics = result.metrics or {}
         config = _trial_config(result)
         trial_id = metrics.get("trial_id") or Path(result.path).name
-        checkpoint = result.checkpoint.path if result.checkpoint is not None else ""
+        checkpoint = checkpoint_location(result.checkpoint)
         if result.error is not None:
             status = "failed" if _is_trial_failure(result.error) else "error"
         else:
