@@ -22,6 +22,8 @@ pytestmark = pytest.mark.integration
 def client_cluster(cluster, tmp_path_factory):
     """A second, one-node cluster whose head runs a Ray Client server (the package's cluster
     runs without the dashboard, which Ray Client needs)."""
+    pytest.importorskip("grpc", reason="Ray Client needs the ray[client] extra (grpcio), which the test "
+                                       "extra leaves out: pip install -e '.[test,client]'")
     root = tmp_path_factory.mktemp("client-cluster")
     head = LocalCluster(root, dict(cluster.env))
     try:
