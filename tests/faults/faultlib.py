@@ -101,9 +101,10 @@ class LocalCluster:
         return node
 
     def start_head(self, *, ray_client: bool = False) -> None:
-        """The head node; ``ray_client``: with a Ray Client server (``client_address``), and the
-        dashboard, whose runtime-env agent Ray Client's per-client servers need (without it
-        the client's server process dies at start and the connection is aborted)."""
+        """The head node; ``ray_client``: with a Ray Client server (``client_address``) and,
+        as in Ray's default head, the dashboard (our one try without it failed at the
+        connection; whether that was ray-project/ray#63202 or the missing dashboard is not
+        known)."""
         port = free_port()
         args = ["--head", f"--port={port}", "--disable-usage-stats"]
         if ray_client:
