@@ -303,7 +303,7 @@ def _connect_ray(address: str, *, log=print, **options) -> None:
 
     Ray Client (``ray://``): the head's proxy forks one server per client, and in Ray 2.60 that
     fork intermittently crashes in gRPC (ray-project/ray#63202: "Initialization failure from
-    server", the server's logs empty; several times in ten tries on our 2-core machine), so that
+    server", the server's logs empty; 2 of our first 4 connections on a 2-core machine), so that
     failure is retried a few times before it is reported."""
     import ray
 
