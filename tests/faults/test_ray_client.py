@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def client_cluster(cluster, tmp_path_factory):
-    """A second, one-node cluster whose head runs a Ray Client server (the package's cluster
-    runs without the dashboard, which Ray Client needs)."""
+    """A second, one-node cluster whose head runs a Ray Client server and, as Ray's default head
+    does, the dashboard (the package's cluster runs without it; our one Ray Client try against
+    such a head failed to connect)."""
     pytest.importorskip("grpc", reason="Ray Client needs the ray[client] extra (grpcio), which the test "
                                        "extra leaves out: pip install -e '.[test,client]'")
     root = tmp_path_factory.mktemp("client-cluster")
