@@ -76,7 +76,7 @@ def steps_per_second(kind: str, precision_name: str, *, device: str, batch_size:
         for _ in range(4)
     ]
 
-    def one_step(i: int) -> None:
+    def one_step(model, optimizer, i: int) -> None:
         batch = precision.to_device(host_batches[i % len(host_batches)])
         with precision.autocast():
             loss = model(**batch).loss
@@ -92,13 +92,13 @@ def steps_per_second(kind: str, precision_name: str, *, device: str, batch_size:
             torch.cuda.synchronize()
 
     for i in range(warmup):
-        one_step(i)
+        one_step(model, optimizer, i)
     sync()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for i in range(steps):
-        one_step(i)
+        one_step(model, optimizer, i)
     sync()
     elapsed = time.perf_counter() - t0
     row = {"model": kind, "precision": precision.name, "device": device, "batch_size": batch_size, "seq": seq,
