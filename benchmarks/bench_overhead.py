@@ -4,7 +4,8 @@
 
 Both sides run the same configuration (GMP to 80% on the bundled MiniLM, demo task), one trial
 at a time with the same thread count, so the difference is what Ray Tune + Optuna + MLflow +
-checkpointing add.  Reported as a ratio measured in one run, with a breakdown of where the
+checkpointing add.  The plain loop runs before and after the search and the search is compared
+with their mean (a shared VM's speed drifts by more than the overhead measured).  Reported as a ratio measured in one run, with a breakdown of where the
 search's extra time goes (read from the trials' own timers and the driver's phases).
 """
 
@@ -50,6 +51,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--eval-interval", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-second-loop", action="store_true",
+                        help="one plain loop before the search only (faster; no drift correction)")
     parser.add_argument("--out")
     args = parser.parse_args()
 
@@ -61,17 +64,25 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="rayprune-bench-"))
     spec = parse_spec(space(args, "overhead"), path=str(work / "space.yaml"))
 
-    # --- plain loop: tokenise once, then N x run_training (model load included) ---
-    t0 = time.perf_counter()
-    prepared = prepare_search(spec, output=work / "loop")
-    t_prepare_loop = time.perf_counter() - t0
-    loop_trials = []
-    for _ in range(args.trials):
-        t = time.perf_counter()
-        config = TrialConfig.from_flat({"method": "magnitude", "target_sparsity": 0.8}, prepared.settings)
-        _, _, metrics = run_training(config, prepared.settings, prepared.data)
-        loop_trials.append(time.perf_counter() - t)
-    loop_total = time.perf_counter() - t0
+    def plain_loop(tag: str) -> tuple[float, float, list[float]]:
+        """Tokenise once, then N x run_training (model load included); (total s, prepare s, trial s)."""
+        t0 = time.perf_counter()
+        prepared = prepare_search(spec, output=work / tag)
+        t_prepare = time.perf_counter() - t0
+        trials = []
+        for _ in range(args.trials):
+            t = time.perf_counter()
+            config = TrialConfig.from_flat({"method": "magnitude", "target_sparsity": 0.8}, prepared.settings)
+            run_training(config, prepared.settings, prepared.data)
+            trials.append(time.perf_counter() - t)
+        return time.perf_counter() - t0, t_prepare, trials
+
+    # Loop, search, loop: the search is compared with the mean of the loops run before and after
+    # it, so a drift of the machine's speed during the run (neighbours on a shared VM) cancels.
+    # Untimed: the first preparation imports transformers' model code and tokenises (~3 s),
+    # which whichever side ran first would otherwise pay alone.
+    prepare_search(spec, output=work / "warmup")
+    loop_before, t_prepare_loop, loop_trials = plain_loop("loop")
 
     # --- the same trials through rayprune search (Ray in-process, SQLite MLflow) ---
     t0 = time.perf_counter()
@@ -82,6 +93,9 @@ def main() -> None:
     search_total = time.perf_counter() - t0
     t_run = time.perf_counter() - t1
 
+    loop_after, _, loop_after_trials = (0.0, 0.0, []) if args.no_second_loop else plain_loop("loop2")
+    loop_total = loop_before if args.no_second_loop else (loop_before + loop_after) / 2
+
     from ray.tune import ExperimentAnalysis
 
     analysis = ExperimentAnalysis(str(Path(summary["search_dir"]) / "ray" / "tune"))
@@ -89,16 +103,19 @@ def main() -> None:
     wall_trial = [t.last_result["time_total_s"] for t in analysis.trials]
     result = {
         "trials": args.trials, "steps": args.steps, "threads": args.threads,
-        "loop_total_s": loop_total, "search_total_s": search_total,
+        "loop_total_s": loop_total, "loop_before_s": loop_before, "loop_after_s": loop_after,
+        "search_total_s": search_total,
         "ratio_search_over_loop": search_total / loop_total,
         "overhead_fraction": search_total / loop_total - 1.0,
-        "loop_trial_s": loop_trials, "search_in_trial_training_s": in_trial,
+        "loop_trial_s": loop_trials, "loop_after_trial_s": loop_after_trials,
+        "search_in_trial_training_s": in_trial,
         "search_trial_wall_s": wall_trial, "search_prepare_s": t_prepare, "loop_prepare_s": t_prepare_loop,
         "search_run_s": t_run,
         "search_outside_trials_s": t_run - sum(wall_trial),
     }
     print(json.dumps(result, indent=1))
     print(f"\nsearch / loop wall-clock = {result['ratio_search_over_loop']:.3f} "
+          f"(loop before {loop_before:.1f} s, after {loop_after:.1f} s) "
           f"(overhead {100 * result['overhead_fraction']:.1f}% for {args.trials} trials of "
           f"~{sum(loop_trials) / len(loop_trials):.0f} s)")
     if args.out:

@@ -35,6 +35,17 @@ def _one_ray_token_for_the_session() -> None:
 
 _one_ray_token_for_the_session()
 
+# rayprune's cache (the empty MLflow store new searches copy) lives in a directory of this test
+# session, not the user's ~/.cache: the first store a test creates becomes the template the
+# later ones copy, as on a user's machine.
+if "RAYPRUNE_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["RAYPRUNE_CACHE_DIR"] = tempfile.mkdtemp(prefix="rayprune-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["RAYPRUNE_CACHE_DIR"], ignore_errors=True)
+
 #: BertConfig fields of the tiny model: 2 layers, hidden 32, 4 heads of 8, FFN 64, 2 labels.
 TINY_BERT_CONFIG = dict(
     vocab_size=100,

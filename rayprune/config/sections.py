@@ -85,6 +85,9 @@ class TrainingSection(_Checked):
     max_grad_norm: float | None = _knob(1.0, "clip the task gradient to this norm (0 or null: off)", minimum=0.0)
     seed: int = _knob(0, "seed of the model head, batches and dropout", minimum=0, maximum=_SEED_MAX)
     checkpoint_keep: int = _knob(2, "checkpoints kept per trial", minimum=1, maximum=1000)
+    checkpoint_budget: float = _knob(
+        0.05, "largest share of a trial's time its intermediate checkpoints may take (0: only the "
+              "final one, 1: one at every evaluation)", minimum=0.0, maximum=1.0)
     threads_per_trial: int | None = _knob(None, "torch threads per trial (default: the trial's CPUs)",
                                           minimum=1, maximum=1024)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _knob(

@@ -35,7 +35,9 @@ class TrialSettings:
         constraints: the search's ``objective.constraints``; a trial measures what they name
             (``parameters``, ``latency_ms``) at its last evaluation.
         threads: torch intra-op threads in the trial (default: the trial's CPU count).
-        checkpoint_every: checkpoint every N-th evaluation (and always at the end).
+        checkpoint_budget: the largest share of the trial's time intermediate checkpoints may
+            take (``training.checkpoint_budget``, :class:`~rayprune.training.checkpoint.CheckpointBudget`);
+            the final evaluation always checkpoints.
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (``training.precision``).
         compile: ``torch.compile`` the model (``training.compile``).
     """
@@ -54,7 +56,7 @@ class TrialSettings:
     seed: int = TrainingSection.seed
     teacher_dir: str | None = None
     threads: int | None = None
-    checkpoint_every: int = 1
+    checkpoint_budget: float = TrainingSection.checkpoint_budget
     reference_metric: float | None = None
     constraints: dict = field(default_factory=dict)
     precision: str = TrainingSection.precision
@@ -72,6 +74,7 @@ class TrialSettings:
             learning_rate=training.learning_rate, weight_decay=training.weight_decay,
             warmup_ratio=training.warmup_ratio, max_grad_norm=training.max_grad_norm, seed=training.seed,
             threads=threads, precision=training.precision, compile=training.compile,
+            checkpoint_budget=training.checkpoint_budget,
         )
 
     @property

@@ -23,7 +23,7 @@ from torch import nn
 from rayprune import measure
 from rayprune.methods import PruningMethod, SparsitySchedule, TrainingContext
 from rayprune.models import load_model_and_tokenizer, prunable_targets
-from rayprune.training.checkpoint import load_checkpoint, save_checkpoint
+from rayprune.training.checkpoint import CheckpointBudget, load_checkpoint, save_checkpoint, state_bytes
 from rayprune.training.config import TrialConfig, TrialSettings, build_method, eval_steps
 from rayprune.training.evaluation import evaluate
 from rayprune.training.precision import Precision
@@ -172,7 +172,8 @@ def run_training(
         settings: what all trials share.
         data: a ``TokenizedTask`` (train/selection/eval splits, metrics).
         report: called after every evaluation with the metrics and a function that writes a
-            checkpoint into a directory (or None when no checkpoint is due).
+            checkpoint into a directory (or None when no checkpoint is due: the final evaluation
+            always checkpoints, the others within ``settings.checkpoint_budget``).
         resume_from: a checkpoint directory written by that function.
         progress: called with (step, total) after every step (progress bars).
     """
@@ -240,6 +241,7 @@ def run_training(
     want_hidden = bool(method is not None and method.needs_hidden_states)
     losses: list[float] = []
     metrics: dict = {}
+    checkpoints = CheckpointBudget(settings.checkpoint_budget)
     t0 = time.perf_counter()
     for step in range(start_step, total):
         context.step = step
@@ -302,16 +304,23 @@ def run_training(
                 seconds=time.perf_counter() - t0,
             )
             losses = []
-            eval_index = sorted(evals).index(done) + 1
-            due = done == total or eval_index % max(settings.checkpoint_every, 1) == 0
+            if report is None:
+                continue
+            final = done == total
+            # The final checkpoint leaves the optimizer out (no step is left to take).
+            kept_optimizer = None if final else optimizer
+            size = state_bytes(model, kept_optimizer)
+            due = checkpoints.due(elapsed_s=time.perf_counter() - t0, size_bytes=size, final=final)
 
-            def write_checkpoint(directory: Path, _step=done):
-                save_checkpoint(Path(directory), model, optimizer, lr_scheduler, method, _step, config)
+            def write_checkpoint(directory: Path, _step=done, _optimizer=kept_optimizer):
+                save_checkpoint(Path(directory), model, _optimizer, lr_scheduler if _optimizer is not None else None,
+                                method, _step, config)
                 precision.save(Path(directory))
 
-            writer = write_checkpoint if due else None
-            if report is not None:
-                report(dict(metrics), writer)
+            started = time.perf_counter()
+            report(dict(metrics), write_checkpoint if due else None)
+            if due:
+                checkpoints.record(time.perf_counter() - started, size)
     return model, method, metrics
 
 

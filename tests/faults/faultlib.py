@@ -183,8 +183,9 @@ def write_space(path: Path, model: str, *, name: str, targets: list[float], step
         "data": data or {"task": "sst2", "max_train_samples": 160, "max_eval_samples": 32, "max_seq_length": 32},
         "reference": "none",
         "objective": {"metric": "accuracy"},
+        # A checkpoint at every evaluation, so a fault at any moment has one to resume from.
         "training": {"steps": steps, "batch_size": 16, "eval_interval": eval_interval,
-                     "learning_rate": learning_rate},
+                     "learning_rate": learning_rate, "checkpoint_budget": 1.0},
         "budget": {"num_samples": len(targets), "max_concurrent": max_concurrent},
         "resources": {"cpu": 1},
         "scheduler": {"kind": "fifo"},

@@ -364,7 +364,8 @@ def test_interrupted_search_resumes_from_checkpoints(ray_cluster, tiny_dir, tmp_
 
     path = write_space(tmp_path / "space.yaml", tiny_dir, name="resume", num_samples=3, scheduler="fifo")
     raw = yaml.safe_load(path.read_text())
-    raw["training"] = {"steps": 600, "batch_size": 16, "eval_interval": 100, "learning_rate": 1e-3}
+    raw["training"] = {"steps": 600, "batch_size": 16, "eval_interval": 100, "learning_rate": 1e-3,
+                       "checkpoint_budget": 1.0}  # every evaluation checkpoints (waited for below)
     raw["budget"] = {"num_samples": 3, "max_concurrent": 1}
     raw["space"] = {"method": "magnitude", "target_sparsity": {"choice": [0.5, 0.7, 0.9]},
                     "schedule.start": 0.0, "schedule.end": 0.5}

@@ -7,7 +7,8 @@ from __future__ import annotations
 from rayprune.tracking.mlflow_tracker import SearchTracker, create_store_in_background, default_tracking_uri
 
 
-def test_the_background_thread_creates_the_schema_and_the_tracker_uses_it(tmp_path):
+def test_the_background_thread_creates_the_schema_and_the_tracker_uses_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYPRUNE_CACHE_DIR", "")  # no template to copy: MLflow's migrations run
     uri = default_tracking_uri(tmp_path)
     thread = create_store_in_background(uri)
     assert thread is not None

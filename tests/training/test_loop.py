@@ -176,7 +176,7 @@ def test_method_diagnostics_are_reported_with_every_evaluation(tiny_dir, demo_da
 
 
 def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tiny_dir, demo_data, tmp_path):
-    settings = settings_for(tiny_dir, steps=6, eval_interval=3)
+    settings = settings_for(tiny_dir, steps=6, eval_interval=3, checkpoint_budget=1.0)
     flat = {"method": "movement", "target_sparsity": 0.6, "schedule.start": 0.0, "schedule.end": 1.0,
             "learning_rate": 1e-3}
     config = TrialConfig.from_flat(flat, settings)
@@ -193,6 +193,29 @@ def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tiny_dir, demo_
         assert torch.equal(a, b), name
     assert resumed_metrics["accuracy"] == full_metrics["accuracy"]
     assert resumed_metrics["sparsity"] == full_metrics["sparsity"]
+
+
+def test_the_final_checkpoint_holds_no_optimizer_and_a_resume_from_it_trains_nothing(tiny_dir, demo_data, tmp_path):
+    """A trial's last checkpoint skips AdamW's moments (two thirds of its bytes): nothing is left
+    to train.  A trial that Ray restarts from it (the driver died before the end was recorded)
+    ends at once with the same weights."""
+    settings = settings_for(tiny_dir, steps=6, eval_interval=3, checkpoint_budget=1.0)
+    config = TrialConfig.from_flat({"method": "magnitude", "target_sparsity": 0.5, "learning_rate": 1e-3}, settings)
+    written = {}
+
+    def keep(metrics, writer):
+        writer(tmp_path / str(metrics["step"]))
+        written[metrics["step"]] = torch.load(tmp_path / str(metrics["step"]) / "trainer_state.pt", weights_only=True)
+
+    model, _, _ = run_training(config, settings, demo_data, report=keep)
+    assert written[3]["optimizer"] is not None and written[3]["lr_scheduler"] is not None
+    assert written[6]["optimizer"] is None and written[6]["lr_scheduler"] is None
+    reports = []
+    resumed, _, _ = run_training(config, settings, demo_data, resume_from=tmp_path / "6",
+                                 report=lambda m, w: reports.append(m))
+    assert reports == []
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
 
 
 @pytest.mark.parametrize("flat", [

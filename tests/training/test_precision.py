@@ -132,7 +132,7 @@ def test_methods_see_unscaled_gradients_under_fp16(tiny_dir, demo_data, gradient
 
 
 def test_fp16_resume_restores_the_loss_scale(tiny_dir, demo_data, tmp_path):
-    settings = settings_for(tiny_dir, "fp16", steps=6, eval_interval=3)
+    settings = settings_for(tiny_dir, "fp16", steps=6, eval_interval=3, checkpoint_budget=1.0)
     config = TrialConfig.from_flat({"method": "magnitude", "target_sparsity": 0.5, "learning_rate": 1e-3}, settings)
     ckpt = tmp_path / "step3"
 
