@@ -42,15 +42,20 @@ def space(args, name: str) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_space_arguments(parser: argparse.ArgumentParser, *, trials: int, steps: int) -> None:
+    """The options :func:`space` reads (also used by profile_trial_cpu.py)."""
     parser.add_argument("--model", default="bundled:minilm-l6")
-    parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--trials", type=int, default=trials)
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--eval-interval", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_space_arguments(parser, trials=3, steps=150)
     parser.add_argument("--no-second-loop", action="store_true",
                         help="one plain loop before the search only (faster; no drift correction)")
     parser.add_argument("--out")

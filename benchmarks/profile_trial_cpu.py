@@ -67,18 +67,12 @@ def threads_of(pid: int) -> dict[int, tuple[float, str]]:
 
 
 def main() -> None:
+    import bench_overhead
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="bundled:minilm-l6")
-    parser.add_argument("--trials", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seq", type=int, default=64)
-    parser.add_argument("--eval-interval", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2)
+    bench_overhead.add_space_arguments(parser, trials=1, steps=100)
     parser.add_argument("--every", type=float, default=2.0, help="seconds between timeline rows")
     args = parser.parse_args()
-
-    import bench_overhead
     from rayprune.config import parse_spec
     from rayprune.search.driver import run_search
     from rayprune.search.preflight import prepare_search
