@@ -8,6 +8,13 @@ task, FIFO, one CPU per trial) runs on each through ``rayprune``'s driver.  Thro
 trials / (last trial end - first trial start), read from the trials' own results in Ray's
 storage, so driver start-up and preflight are left out; the end-to-end wall time is reported
 beside it.  The ratio of the two clusters' trials per hour comes from one run of this script.
+
+"The same CPU share" is enforced with CPU affinity (``--pin``, the default where the machine has
+at least two cores): node *i* and every process it starts (raylet, workers, trials) run on core
+*i* only, and the driver runs on the head's core, as it would on the head machine of a real
+cluster.  Without pinning (``--no-pin``) a 1-node cluster on a 2-core machine has the second
+core free for its raylet, GCS and driver, while a 2-node cluster runs a trial on both cores
+beside them: that measures this machine's contention, not what a second node adds.
 """
 
 from __future__ import annotations
@@ -50,6 +57,12 @@ def small_bert(directory: Path, hidden: int) -> str:
     return str(directory)
 
 
+def on_core(index: int):
+    """A ``preexec_fn`` that confines a child (and everything it starts) to the index-th usable core."""
+    core = sorted(os.sched_getaffinity(0))[index]
+    return lambda: os.sched_setaffinity(0, {core})
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -59,9 +72,10 @@ def free_port() -> int:
 class Cluster:
     """``nodes`` one-CPU nodes on this machine, each a ``ray start --block`` in its own session."""
 
-    def __init__(self, nodes: int, root: Path, env: dict) -> None:
+    def __init__(self, nodes: int, root: Path, env: dict, pin: bool) -> None:
         self.procs: list[subprocess.Popen] = []
         self.env = env
+        self.pin = pin
         port = free_port()
         self.address = f"127.0.0.1:{port}"
         self._start(["--head", f"--port={port}", "--include-dashboard=false", "--disable-usage-stats"], root)
@@ -70,10 +84,11 @@ class Cluster:
         self._wait_for(nodes)
 
     def _start(self, args: list[str], root: Path) -> None:
-        log = open(root / f"node-{len(self.procs)}.log", "w")
+        index = len(self.procs)
+        log = open(root / f"node-{index}.log", "w")
         self.procs.append(subprocess.Popen([str(BIN / "ray"), "start", "--block", "--num-cpus=1", *args],
                                            env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True))
+                                           start_new_session=True, preexec_fn=on_core(index) if self.pin else None))
         time.sleep(2 if len(self.procs) == 1 else 0)
 
     def _wait_for(self, count: int) -> None:
@@ -127,25 +142,30 @@ def run_on(nodes: int, args, root: Path, model: str, env: dict) -> dict:
     work.mkdir()
     path = work / "space.yaml"
     path.write_text(yaml.safe_dump(space(args, f"bench{nodes}", model)))
-    cluster = Cluster(nodes, work, env)
+    cluster = Cluster(nodes, work, env, args.pin)
     try:
         start = time.monotonic()
+        # The driver runs on the head's core, as it would on the head machine.
         result = subprocess.run([str(BIN / "rayprune"), "search", "--space", str(path), "--output", str(work / "runs"),
-                                 "--address", cluster.address, "-v", "0"], env=env, capture_output=True, text=True)
+                                 "--address", cluster.address, "-v", "0"], env=env, capture_output=True, text=True,
+                                preexec_fn=on_core(0) if args.pin else None)
         wall = time.monotonic() - start
     finally:
         cluster.stop()
     if result.returncode != 0:
         raise RuntimeError(result.stdout[-3000:] + result.stderr[-3000:])
-    spans, nodes_used = [], set()
+    spans, nodes_used, per_node = [], set(), {}
     for result_file in (work / "runs" / f"bench{nodes}" / "ray" / "tune").glob("*/result.json"):
         lines = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
         spans.append((lines[0]["timestamp"] - lines[0]["time_total_s"], lines[-1]["timestamp"]))
         nodes_used.add(lines[-1]["node_id"])
+        per_node.setdefault(lines[-1]["node_id"], []).append(spans[-1][1] - spans[-1][0])
     span = max(end for _, end in spans) - min(begin for begin, _ in spans)
     per_trial = sum(end - begin for begin, end in spans) / len(spans)
-    return {"nodes": nodes, "trials": len(spans), "nodes_used": len(nodes_used), "span_s": round(span, 1),
+    return {"nodes": nodes, "pinned": args.pin, "trials": len(spans), "nodes_used": len(nodes_used), "span_s": round(span, 1),
             "trials_per_hour": round(len(spans) / span * 3600, 1), "mean_trial_s": round(per_trial, 1),
+            # Which node is slower says where the contention is (the head also runs the driver).
+            "mean_trial_s_per_node": sorted(round(sum(v) / len(v), 1) for v in per_node.values()),
             "search_wall_s": round(wall, 1)}
 
 
@@ -154,6 +174,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=len(os.sched_getaffinity(0)) >= 2,
+                        help="one core per node (default where there are two or more)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench_cluster-"))
     token = root / "auth_token"
