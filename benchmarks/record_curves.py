@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -75,10 +76,20 @@ def space_document(args, grid: list[dict]) -> dict:
         "resources": {"cpu": 1},
         "scheduler": {"kind": "fifo"},
         "search": {"algorithm": "random", "seed": 0},
-        "space": {"method": {"choice": args.methods}, "target_sparsity": {"choice": args.sparsities},
-                  "learning_rate": {"choice": args.learning_rates}},
+        "space": {key: {"choice": values} for key, values in grid_axes(args).items()},
         "points_to_evaluate": grid,
     }
+
+
+def grid_axes(args) -> dict[str, list]:
+    """The grid's dimensions: method x target x learning rate, and the schedule's ramp when it is
+    fixed on the command line (one value each: every trial of the table shares it)."""
+    axes = {"method": args.methods, "target_sparsity": args.sparsities, "learning_rate": args.learning_rates}
+    if args.schedule_start is not None:
+        axes["schedule.start"] = [args.schedule_start]
+    if args.schedule_end is not None:
+        axes["schedule.end"] = [args.schedule_end]
+    return axes
 
 
 def dense_reference(prepared, learning_rates: list[float], log=print) -> dict:
@@ -154,6 +165,11 @@ def main(argv=None) -> int:
     parser.add_argument("--max-eval", type=int, default=200)
     parser.add_argument("--max-seq-length", type=int, default=24)
     parser.add_argument("--max-concurrent", type=int, default=2)
+    parser.add_argument("--schedule-start", type=float,
+                        help="fix the sparsity ramp's start (fraction of training) for every trial; "
+                             "default: each method's own")
+    parser.add_argument("--schedule-end", type=float,
+                        help="fix the ramp's end: a table whose trials fine-tune long after the ramp")
     parser.add_argument("--name", default="sst2_minilm")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "curves" / "sst2_minilm.parquet"))
     parser.add_argument("--work", help="search output directory, kept (default: a temporary one, removed)")
@@ -170,8 +186,8 @@ def main(argv=None) -> int:
     from rayprune.search.replay import read_trial_reports, write_curve_table
 
     started = time.time()
-    grid = [{"method": m, "target_sparsity": s, "learning_rate": lr}
-            for m in args.methods for s in args.sparsities for lr in args.learning_rates]
+    axes = grid_axes(args)
+    grid = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
     run_grid = grid[: args.limit] if args.limit else grid
     work = Path(args.work or tempfile.mkdtemp(prefix="rayprune-record-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -214,7 +230,7 @@ def main(argv=None) -> int:
                      if k in ("model", "steps", "batch_size", "eval_batch_size", "eval_interval",
                               "learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm", "seed")},
         "data_info": {k: v for k, v in prepared.data_info.items() if k != "data_dir"},
-        "grid": {"method": args.methods, "target_sparsity": args.sparsities, "learning_rate": args.learning_rates},
+        "grid": axes,
         "trials": len(run_grid), "errored_trials": summary["errors"],
         "search_seconds": round(search_seconds, 1), "total_seconds": round(time.time() - started, 1),
         "max_concurrent": args.max_concurrent, "command": command, "commit": commit,
