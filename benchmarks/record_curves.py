@@ -19,6 +19,14 @@ train sentences (900 after the selection split), 200 eval sentences, sequence le
 of batch 16, an evaluation every 10 steps.  One PLATON trial of 64 steps at sequence length 32
 took 85 s on one thread of the shared 2-core machine (load 4), so 90 such trials would not fit.
 ``--limit N`` runs only the first N grid points (to time a trial).
+
+``--schedule-start/--schedule-end`` fix every trial's sparsity ramp (a one-value grid dimension,
+so a replay space names it too); the second table in ``benchmarks/curves`` was recorded with
+
+    .venv/bin/python benchmarks/record_curves.py --steps 80 --eval-interval 8 --schedule-start 0.05 \
+        --schedule-end 0.25 --name sst2_minilm_long --out benchmarks/curves/sst2_minilm_long.parquet
+
+(~40 minutes on 2 CPUs): trials that fine-tune 60 steps at their target after the ramp.
 """
 
 from __future__ import annotations
