@@ -77,7 +77,8 @@ def _stopper(budget: int):
 
 
 def space_document(table, name: str, algorithm: str, scheduler: str, seed: int, *, num_samples: int,
-                   max_concurrent: int, grace_period: int, reduction_factor: float) -> dict:
+                   max_concurrent: int, grace_period: int, reduction_factor: float,
+                   population_size: int | None = None) -> dict:
     """A replay space over the table's whole grid."""
     grid = table.meta["grid"]
     settings = table.meta["settings"]
@@ -88,7 +89,8 @@ def space_document(table, name: str, algorithm: str, scheduler: str, seed: int, 
                      "batch_size": settings["batch_size"]},
         "budget": {"num_samples": num_samples, "max_concurrent": max_concurrent},
         "scheduler": {"kind": scheduler, "grace_period": grace_period, "reduction_factor": reduction_factor},
-        "search": {"algorithm": algorithm, "seed": seed},
+        "search": {"algorithm": algorithm, "seed": seed,
+                   **({"population_size": population_size} if population_size and algorithm == "nsga2" else {})},
         "space": {key: {"choice": list(values)} for key, values in grid.items()},
     }
 
@@ -214,6 +216,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--grace-period", type=int, default=1, help="evaluations before the first rung")
     parser.add_argument("--reduction-factor", type=float, default=2.0)
+    parser.add_argument("--population-size", type=int,
+                        help="NSGA-II's generation size (default: Optuna's 50, i.e. random below 50 full trials)")
     parser.add_argument("--time-scale", type=float, default=0.0005,
                         help="replayed seconds per recorded second (interleaving of concurrent trials)")
     parser.add_argument("--out", default=str(ROOT.parent / "bench_out" / "search"))
@@ -256,7 +260,7 @@ def main(argv=None) -> int:
             space_file.write_text(yaml.safe_dump(space_document(
                 table, run_name, algorithm, scheduler, seed, num_samples=num_samples,
                 max_concurrent=args.max_concurrent, grace_period=args.grace_period,
-                reduction_factor=args.reduction_factor), sort_keys=False))
+                reduction_factor=args.reduction_factor, population_size=args.population_size), sort_keys=False))
             t0 = time.time()
             prepared = prepare_replay(load_spec(space_file), args.table, output=out / "runs",
                                       time_scale=args.time_scale)
@@ -280,6 +284,7 @@ def main(argv=None) -> int:
         "floor": criteria.floor, "reference": table.meta.get("reference"), "budget_trial_steps": budget,
         "budget_fraction": args.budget_fraction, "seeds": args.seeds, "max_concurrent": args.max_concurrent,
         "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
+        "population_size": args.population_size,
         "time_scale": args.time_scale, "wall_seconds": round(wall, 1),
         "command": " ".join([".venv/bin/python", "benchmarks/bench_search.py", *(argv or sys.argv[1:])]),
         "strategies": summary,
@@ -289,7 +294,8 @@ def main(argv=None) -> int:
     png = out / "hypervolume.png"
     plot(runs, total_steps, budget, png,
          f"{Path(args.table).name}: {args.seeds} seeds, median and IQR; grace {args.grace_period}, "
-         f"rf {args.reduction_factor:g}, {args.max_concurrent} at once")
+         f"rf {args.reduction_factor:g}, {args.max_concurrent} at once"
+         + (f", NSGA-II population {args.population_size}" if args.population_size else ""))
     print(f"\n{'strategy':<16} {'to 95% (of table)':>18} {'reached':>8} {'final hv':>9} {'IQR':>13} "
           f"{'>80% share':>10} {'trials':>7}")
     for name, s in summary.items():

@@ -102,7 +102,8 @@ def cmd_search(args) -> int:
     print(f"budget     {spec.num_samples} trials x {s.steps} steps, evaluation every {s.eval_interval} steps, "
           f"{spec.max_concurrent} at once, {spec.cpu:g} CPU / {spec.gpu:g} GPU each")
     print(f"scheduler  {spec.scheduler.kind} (grace {spec.scheduler.grace_period} evaluations, "
-          f"reduction {spec.scheduler.reduction_factor:g}); search {spec.algorithm} seed {spec.seed}")
+          f"reduction {spec.scheduler.reduction_factor:g}); search {spec.algorithm} seed {spec.seed}"
+          + "".join(f", {k} {v}" for k, v in spec.search.sampler_options().items()))
     if not args.replay:
         print(f"reference  {_describe_reference(spec, s)}")
     from rayprune.search.criteria import objective_options

@@ -177,6 +177,20 @@ class SearchSection(_Checked):
 
     algorithm: Literal["tpe", "nsga2", "random"] = _knob("nsga2", "Optuna sampler (nsga2 the default, see benchmarks/RESULTS.md)")
     seed: int = _knob(0, "sampler seed", minimum=0, maximum=_SEED_MAX)
+    population_size: int | None = _knob(
+        None, "nsga2 only: trials per generation (Optuna's default 50); a generation ends when this "
+              "many of its trials ran their full budget, so with ASHA stopping most trials a small "
+              "search never leaves the random first generation", minimum=2, maximum=10**6)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.population_size is not None and self.algorithm != "nsga2":
+            raise ValueError(f"population_size: applies to algorithm nsga2 only, got algorithm={self.algorithm!r}; "
+                             f"remove it or set algorithm: nsga2")
+
+    def sampler_options(self) -> dict:
+        """Keyword arguments for the Optuna sampler beyond ``seed`` (only those the YAML set)."""
+        return {} if self.population_size is None else {"population_size": self.population_size}
 
 
 @dataclass(frozen=True, kw_only=True)

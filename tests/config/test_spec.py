@@ -57,6 +57,8 @@ def test_every_shipped_space_validates(path):
         ({"training/stepz": 3}, "training.stepz", "steps"),
         ({"scheduler/kind": "hyperband"}, "scheduler.kind", "asha"),
         ({"search/algorithm": "cmaes"}, "search.algorithm", "nsga2"),
+        ({"search/algorithm": "tpe", "search/population_size": 8}, "search.population_size", "nsga2 only"),
+        ({"search/population_size": 1}, "search.population_size", "[2, 1000000]"),
         ({"training/steps": "many"}, "training.steps", "int"),
     ],
 )

@@ -178,3 +178,26 @@ def test_the_default_searcher_pickles(tmp_path):
     assert spec.algorithm == "nsga2"
     searcher = create_searcher(spec, search_dir=tmp_path)
     cloudpickle.dumps(searcher)
+
+
+def test_population_size_reaches_nsga2_and_makes_it_breed_from_full_budget_trials():
+    """``search.population_size`` is NSGA-II's generation size.  A generation ends when that many
+    of its trials are COMPLETE (full budget; ASHA-stopped ones are PRUNED), and only then does the
+    sampler breed instead of sampling at random."""
+    spec = parse_spec({**SPACE, "points_to_evaluate": [], "search": {"algorithm": "nsga2", "population_size": 4}},
+                      path="s.yaml")
+    limiter = create_searcher(spec)
+    sampler = limiter.searcher._ot_study.sampler
+    assert sampler._population_size == 4
+
+    def generations():
+        return [t.system_attrs.get(sampler._get_generation_key()) for t in limiter.searcher._ot_study.trials]
+
+    for i in range(6):  # 6 trials, 2 of them stopped early: 4 complete close generation 0
+        trial_id = f"t{i}"
+        config = limiter.suggest(trial_id)
+        fraction = 0.5 if i in (1, 3) else 1.0
+        limiter.on_trial_complete(trial_id, {"accuracy": 0.5 + 0.05 * i, "sparsity": config["target_sparsity"],
+                                             "budget_fraction": fraction})
+    limiter.suggest("t6")
+    assert generations() == [0] * 6 + [1]
