@@ -57,7 +57,7 @@ TOP_KEYS = {
     "budget": "num_samples, max_concurrent",
     "resources": "cpu, gpu per trial",
     "scheduler": "asha / mo_asha / fifo",
-    "search": "algorithm and seed",
+    "search": "the Optuna sampler: algorithm, seed (and population_size for nsga2)",
     "space": "the searched parameters",
     "points_to_evaluate": "configurations tried first (papers' defaults)",
     "reference": "the dense reference (and teacher), or `none`",
