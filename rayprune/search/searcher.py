@@ -102,7 +102,8 @@ def create_searcher(spec: SearchSpec, *, constraints: dict | None = None, search
     modes = [d for _, d in spec.objectives]
     storage = study_storage(search_dir) if search_dir is not None else None
     searcher = FidelityAwareOptunaSearch(
-        space=define_by_run(spec), metric=names, mode=modes, sampler=SAMPLERS[spec.algorithm](seed=spec.seed, **spec.search.sampler_options()),
+        space=define_by_run(spec), metric=names, mode=modes,
+        sampler=SAMPLERS[spec.algorithm](seed=spec.seed, **spec.search.sampler_options()),
         points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None, constraints=constraints,
         storage=storage, study_name=spec.name if storage is not None else None,
     )
