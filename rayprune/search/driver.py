@@ -152,6 +152,7 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     from rayprune.tracking.callback import MLflowTrackingCallback
     from rayprune.tracking.mlflow_tracker import SearchTracker, create_store_in_background, default_tracking_uri
     from rayprune.training.trainable import tune_trainable
+    from rayprune.search.trial_workers import trial_worker_env
 
     spec, settings, search_dir = prepared.spec, prepared.settings, prepared.search_dir
     search_dir.mkdir(parents=True, exist_ok=True)
@@ -173,10 +174,11 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     if not ray.is_initialized():
         env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
                if k in os.environ}
+        env = {**trial_worker_env(), **env}  # one malloc arena per trial worker (rayprune.search.trial_workers)
         # No address: a new in-process instance ("local"), as the CLI documents.  Ray's own
         # default would attach to whatever cluster /tmp/ray last recorded, even a dead one.
         _connect_ray(address or os.environ.get("RAY_ADDRESS") or "local", log=log, log_to_driver=verbose > 1,
-                     runtime_env={"env_vars": env} if env else None, configure_logging=verbose > 1)
+                     runtime_env={"env_vars": env}, configure_logging=verbose > 1)
     # Before the teacher or any trial: every node must reach the storage, and a resume must
     # not unpickle state that someone else could have written.
     ray_storage = resolve_storage(storage, search_dir, spec.name)

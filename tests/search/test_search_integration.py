@@ -116,6 +116,20 @@ def test_trials_ran_on_both_nodes_and_results_are_in_ray_storage(finished_search
     assert len(pids) < 4, f"every trial started its own worker process: {pids}"
 
 
+def test_the_searchs_workers_run_with_one_malloc_arena(finished_search):
+    """rayprune.search.trial_workers: the job's runtime environment gives every worker Ray starts
+    for the search (its trials and any task) ``MALLOC_ARENA_MAX=1``, read in a real worker."""
+    import ray
+
+    assert ray.is_initialized()
+
+    @ray.remote(num_cpus=0)
+    def arena_setting():
+        return os.environ.get("MALLOC_ARENA_MAX")
+
+    assert ray.get(arena_setting.remote(), timeout=120) == os.environ.get("MALLOC_ARENA_MAX", "1")
+
+
 def test_mlflow_holds_parent_and_child_runs_with_final_metrics(finished_search):
     from mlflow.tracking import MlflowClient
 
