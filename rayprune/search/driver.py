@@ -172,13 +172,10 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     # Ray's new output engine ignores our live table (CLIReporter); use the classic one.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
-        env = {k: os.environ[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME")
-               if k in os.environ}
-        env = {**trial_worker_env(), **env}  # one malloc arena per trial worker (rayprune.search.trial_workers)
         # No address: a new in-process instance ("local"), as the CLI documents.  Ray's own
         # default would attach to whatever cluster /tmp/ray last recorded, even a dead one.
         _connect_ray(address or os.environ.get("RAY_ADDRESS") or "local", log=log, log_to_driver=verbose > 1,
-                     runtime_env={"env_vars": env}, configure_logging=verbose > 1)
+                     runtime_env={"env_vars": trial_worker_env()}, configure_logging=verbose > 1)
     # Before the teacher or any trial: every node must reach the storage, and a resume must
     # not unpickle state that someone else could have written.
     ray_storage = resolve_storage(storage, search_dir, spec.name)
