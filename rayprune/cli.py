@@ -103,7 +103,8 @@ def cmd_search(args) -> int:
           f"{spec.max_concurrent} at once, {spec.cpu:g} CPU / {spec.gpu:g} GPU each")
     print(f"scheduler  {spec.scheduler.kind} (grace {spec.scheduler.grace_period} evaluations, "
           f"reduction {spec.scheduler.reduction_factor:g}); search {spec.algorithm} seed {spec.seed}"
-          + "".join(f", {k} {v}" for k, v in spec.search.sampler_options().items()))
+          + "".join(f", {k} {v}" for k, v in spec.search.sampler_options().items())
+          + _describe_repeats(spec))
     if not args.replay:
         print(f"reference  {_describe_reference(spec, s)}")
     from rayprune.search.criteria import objective_options
@@ -140,9 +141,24 @@ def cmd_search(args) -> int:
               "trials continue from their last checkpoint with")
         print("  " + " ".join(shlex.quote(a) for a in again))
         return 130
+    if summary.get("repeats_skipped"):
+        print(f"{summary['repeats_skipped']} proposals repeated a configuration already tried: given its "
+              f"result, not trained again")
+    if summary.get("space_exhausted"):
+        print("every configuration of the space was tried: the search ended before num_samples")
     print(f"compare runs:  rayprune ui {summary['search_dir']}")
     print(f"export:        rayprune export {summary['search_dir']} --out exported/")
     return 0
+
+
+def _describe_repeats(spec) -> str:
+    """How the search treats proposals that repeat a configuration (``search.skip_duplicates``)."""
+    if not spec.search.skip_duplicates:
+        return "; repeated configurations run again"
+    from rayprune.config.grid import finite_grid
+
+    grid = finite_grid(spec)
+    return "; none trained twice" + ("" if grid is None else f" (the space holds {len(grid)} configurations)")
 
 
 def _describe_reference(spec, settings) -> str:

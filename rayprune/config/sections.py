@@ -181,6 +181,10 @@ class SearchSection(_Checked):
         None, "nsga2 only: trials per generation (Optuna's default 50); a generation ends when this "
               "many of its trials ran their full budget, so with ASHA stopping most trials a small "
               "search never leaves the random first generation", minimum=2, maximum=10**6)
+    skip_duplicates: bool = _knob(
+        True, "never train a configuration twice: a proposal that repeats one already tried is given "
+              "that trial's result instead, and a finite space ends when every configuration was tried "
+              "(false: repeats run again, e.g. to see the noise of a non-deterministic setup)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

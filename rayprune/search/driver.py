@@ -147,7 +147,7 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     from rayprune.search.failures import RetryReporter, install_retry_policy, max_retries
     from rayprune.search.lock import check_resume_files_trusted
     from rayprune.search.storage import check_reachable_by_all_nodes, is_ray_client, resolve_storage
-    from rayprune.search.searcher import create_searcher
+    from rayprune.search.searcher import create_searcher, repeats_skipped, space_exhausted
     from rayprune.search.criteria import establish_criteria
     from rayprune.tracking.callback import MLflowTrackingCallback
     from rayprune.tracking.mlflow_tracker import SearchTracker, create_store_in_background, default_tracking_uri
@@ -277,8 +277,10 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
         tracker.adopt_remote_progress()  # the callbacks ran on the head, with their own tracker
     rows = collect_rows(results, settings)
     # Ray returns normally after Ctrl-C (it saves the experiment state for Tuner.restore); the
-    # front written then covers the trials that finished so far.
-    interrupted = bool(tracker.unfinished_trials) or tracker.trials_seen < spec.num_samples
+    # front written then covers the trials that finished so far.  A finite space whose every
+    # configuration was tried ends before num_samples (the searcher trains none twice): done.
+    exhausted = space_exhausted(spec, tracker.trials_seen)
+    interrupted = bool(tracker.unfinished_trials) or (tracker.trials_seen < spec.num_samples and not exhausted)
     unfinished = set(tracker.unfinished_trials)
     for row in rows:
         if row["trial_id"] in unfinished:
@@ -289,6 +291,8 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     summary["errors"] = results.num_errors
     summary["interrupted"] = interrupted
     summary["reference"] = _reference_info(reference, criteria)
+    summary["space_exhausted"] = exhausted
+    summary["repeats_skipped"] = repeats_skipped(search_dir, spec.name)
     return summary
 
 

@@ -19,7 +19,6 @@ missing grid point before any trial starts.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import time
@@ -27,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from rayprune.config import Distribution, SearchSpec
+from rayprune.config import SearchSpec
+from rayprune.config.grid import canonical_value, config_key, grid_points
 from rayprune.errors import SpecError
 
 __all__ = [
@@ -45,23 +45,6 @@ _BASE_COLUMNS = ("config_id", "config", "method", "target_sparsity", "learning_r
                  "budget_fraction", "sparsity", "sparsity_encoder", "retained", "train_loss", "seconds", "error")
 # Row keys that describe the row (its config, its place), not what the trial reported.
 _NOT_REPORTED = ("config", "config_id", "report", "error", "method", "learning_rate")
-
-
-def _canonical(value: Any) -> Any:
-    """A value as it identifies a grid point: floats rounded to 12 significant digits, so that
-    ``1e-4`` from a YAML file and ``0.0001`` read back from JSON are the same point."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return float(f"{value:.12g}")
-    return value
-
-
-def config_key(config: Mapping[str, Any]) -> str:
-    """The grid point of a flat trial config (the keys a space defines, rounded floats)."""
-    return json.dumps({k: _canonical(v) for k, v in sorted(config.items())}, sort_keys=True)
 
 
 @dataclass
@@ -177,40 +160,6 @@ def read_trial_reports(experiment_dir: str | Path) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------- the grid
-def grid_points(spec: SearchSpec) -> list[dict]:
-    """Every flat config the space can propose, when each searched value is a ``choice``
-    (method-scoped options only for their method, as :class:`~rayprune.config.spec.DefineByRun`
-    suggests them).
-
-    Raises:
-        SpecError: a searched value is a range, which no recorded grid can cover.
-    """
-    from rayprune.config import split_key
-    from rayprune.methods import available_methods
-
-    for key, value in spec.space.items():
-        if isinstance(value, Distribution) and value.kind != "choice":
-            raise SpecError(f"{spec.path}: space.{key}: a replayed search needs {{choice: [...]}} over the "
-                            f"table's grid, got {value.describe()}")
-    method_values = spec.space["method"].args if isinstance(spec.space["method"], Distribution) \
-        else (spec.space["method"],)
-    methods = set(available_methods())
-    points = []
-    for method in method_values:
-        keys, options = [], []
-        for key, value in spec.space.items():
-            if key == "method":
-                continue
-            scope, _ = split_key(key)
-            if scope in methods and scope != method:
-                continue
-            keys.append(key)
-            options.append(value.args if isinstance(value, Distribution) else (value,))
-        for combo in itertools.product(*options):
-            points.append({"method": method, **dict(zip(keys, combo))})
-    return points
-
-
 def check_grid(spec: SearchSpec, table: CurveTable, table_path: str | Path) -> None:
     """Raise one :class:`SpecError` naming the first grid point of ``spec`` that ``table`` did
     not record (with the values the table has for each key); return if all are recorded."""
@@ -220,7 +169,7 @@ def check_grid(spec: SearchSpec, table: CurveTable, table_path: str | Path) -> N
         recorded: dict[str, set] = {}
         for config in table.configs.values():
             for k, v in config.items():
-                recorded.setdefault(k, set()).add(_canonical(v))
+                recorded.setdefault(k, set()).add(canonical_value(v))
         known = "; ".join(f"{k} in {sorted(v, key=str)}" for k, v in sorted(recorded.items()))
         unknown = sorted(set(point) - set(recorded))
         hint = f"keys the table does not have: {unknown}" if unknown else f"the table has {known}"

@@ -3,14 +3,22 @@
 
 from __future__ import annotations
 
+import logging
+import random
+
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from rayprune.config import SearchSpec, define_by_run
+from rayprune.config.grid import config_key, finite_grid
 from rayprune.search.results import constraint_violations, reached_full_budget
 
-__all__ = ["FidelityAwareOptunaSearch", "create_searcher", "study_storage", "STUDY_FILE", "SAMPLERS"]
+__all__ = ["FidelityAwareOptunaSearch", "create_searcher", "study_storage", "STUDY_FILE", "SAMPLERS", "MAX_REDRAWS",
+           "repeats_skipped", "space_exhausted"]
+
+logger = logging.getLogger(__name__)
 
 
 class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
@@ -45,8 +53,13 @@ SAMPLERS = {
 }
 
 
+#: How many proposals in a row may repeat a configuration already tried before one is run anyway.
+MAX_REDRAWS = 50
+
+
 class FidelityAwareOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that tells Optuna PRUNED for trials stopped before their full budget.
+    """``OptunaSearch`` that tells Optuna PRUNED for trials stopped before their full budget, and
+    never trains one configuration twice.
 
     Ray's OptunaSearch reports scheduler-stopped trials COMPLETE with their partial-budget values
     (ECOSYSTEM.md pain 2), which would mix rung-1 accuracies at low sparsity into TPE's model and
@@ -58,24 +71,107 @@ class FidelityAwareOptunaSearch(OptunaSearch):
     Optuna trial before it is told COMPLETE (``Trial.set_constraint``, Optuna 5): the trainable
     never sees the Optuna trial, so it happens here, on the driver.  TPE and NSGA-II then rank
     infeasible trials after feasible ones, and ``study.best_trials`` holds feasible ones only.
+
+    **Repeated proposals** (``skip_duplicates``, ``search.skip_duplicates``, on by default).  On
+    a space of choices TPE keeps proposing the configurations it believes best: in a replayed
+    90-point grid search a third of its trials repeated one already run (benchmarks/RESULTS.md).
+    A trial is deterministic in its config (the training seed is part of it), so a repeat would
+    spend a trial's compute to learn nothing.  When Optuna proposes a configuration
+    (:func:`rayprune.config.grid.config_key`) that a trial of this search already ran or is
+    running, that Optuna trial is not run: it is told the first trial's outcome (at once if
+    known, else when the first trial ends; user attribute ``duplicate_of``) and Optuna is asked
+    again, as Ray's ``BayesOptSearch(skip_duplicate=True)`` does.  In a finite space (``grid``,
+    :func:`rayprune.config.grid.finite_grid`) every :data:`MAX_REDRAWS` repeats in a row queue an
+    untried configuration drawn at random, and once every configuration was tried the searcher
+    is finished; in an unbounded one the proposal after :data:`MAX_REDRAWS` repeats runs anyway.
+    Written here because neither Optuna nor Ray's OptunaSearch skips repeats.
     """
 
-    def __init__(self, *args, constraints: dict | None = None, **kwargs):
+    def __init__(self, *args, constraints: dict | None = None, skip_duplicates: bool = True,
+                 grid: dict[str, dict] | None = None, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self._constraints = {k: v for k, v in (constraints or {}).items() if v is not None}
+        self._skip_duplicates = skip_duplicates
+        self._grid = grid
+        self._untried_rng = random.Random(seed)
+        self._first_trial_of: dict[str, str] = {}  # config key -> the Ray trial that runs it
+        self._key_of: dict[str, str] = {}  # Ray trial id -> its config key
+        self._outcome_of: dict[str, tuple] = {}  # config key -> (state, values, constraints) once ended
+        self._repeats_waiting: dict[str, list] = {}  # config key -> Optuna trials told when it ends
+        self.repeats_skipped = 0
+        self.untried_drawn = 0
 
+    # ------------------------------------------------------------------ proposals
+    def suggest(self, trial_id):
+        if not self._skip_duplicates:
+            return super().suggest(trial_id)
+        repeats = 0
+        while True:
+            if self._grid is not None and len(self._first_trial_of) >= len(self._grid):
+                return Searcher.FINISHED
+            config = super().suggest(trial_id)
+            if not isinstance(config, dict):
+                return config
+            key = config_key(config)
+            first = self._first_trial_of.get(key)
+            # An unbounded space almost never repeats itself; if its sampler keeps doing so, run it.
+            if first is None or (self._grid is None and repeats >= MAX_REDRAWS):
+                self._first_trial_of.setdefault(key, trial_id)
+                self._key_of[trial_id] = key
+                return config
+            self._skip_repeat(trial_id, key, first)
+            repeats += 1
+            if self._grid is not None and repeats % MAX_REDRAWS == 0:
+                # The sampler has settled on configurations already tried: queue an untried one,
+                # at random.  Optuna's queue is first in, first out: it is proposed once the
+                # points queued before it (points_to_evaluate) have been.
+                untried = sorted(set(self._grid) - self._first_trial_of.keys())
+                point = self._grid[self._untried_rng.choice(untried)]
+                self._ot_study.enqueue_trial(point)  # its constants are not suggested: Optuna ignores them
+                self.untried_drawn += 1
+
+    def _skip_repeat(self, trial_id: str, key: str, first: str) -> None:
+        """Detach the Optuna trial just asked for ``trial_id`` (a repeat of ``first``'s config)
+        and give it ``first``'s outcome, now or when ``first`` ends."""
+        repeat = self._ot_trials.pop(trial_id)
+        repeat.set_user_attr("duplicate_of", self._ot_trials[first].number)
+        self.repeats_skipped += 1
+        if key in self._outcome_of:
+            self._tell(repeat, *self._outcome_of[key])
+        else:
+            self._repeats_waiting.setdefault(key, []).append(repeat)
+
+    # ------------------------------------------------------------------ outcomes
     def on_trial_complete(self, trial_id, result=None, error=False):
-        pending = not error and result and trial_id in self._ot_trials and trial_id not in self._completed_trials
-        if pending and not reached_full_budget(result.get("budget_fraction", 1.0)):
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
-            self._completed_trials.add(trial_id)
-            return
-        if pending and self._constraints:
-            trial = self._ot_trials[trial_id]
-            violations = constraint_violations(result, self._constraints)
-            for name in self._constraints:  # unmeasured: violated, so it never counts as feasible
-                trial.set_constraint(name, violations.get(name, 1.0))
-        super().on_trial_complete(trial_id, result=result, error=error)
+        if trial_id not in self._ot_trials or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        outcome = self._outcome(result, error)
+        self._tell(self._ot_trials[trial_id], *outcome)
+        self._completed_trials.add(trial_id)
+        key = self._key_of.get(trial_id)
+        if key is not None:
+            self._outcome_of[key] = outcome
+            for repeat in self._repeats_waiting.pop(key, []):
+                self._tell(repeat, *outcome)
+
+    def _outcome(self, result, error: bool) -> tuple:
+        """(state, values, constraint values) Optuna is told for a trial that ended so."""
+        values = [result.get(m) for m in self._metric] if result else None
+        if error or not result:
+            return TrialState.FAIL if error else TrialState.PRUNED, None, {}
+        if not reached_full_budget(result.get("budget_fraction", 1.0)) or any(v is None for v in values):
+            return TrialState.PRUNED, None, {}
+        violations = constraint_violations(result, self._constraints) if self._constraints else {}
+        # unmeasured: violated, so it never counts as feasible
+        return TrialState.COMPLETE, values, {name: violations.get(name, 1.0) for name in self._constraints}
+
+    def _tell(self, ot_trial, state, values, constraints) -> None:
+        for name, value in constraints.items():
+            ot_trial.set_constraint(name, value)
+        try:
+            self._ot_study.tell(ot_trial, values, state=state)
+        except Exception as err:  # e.g. a NaN metric; Ray's OptunaSearch logs and goes on too
+            logger.warning("Optuna refused the outcome of trial %s: %s", ot_trial.number, err)
 
 
 #: The Optuna study's file in the search directory (``optuna-dashboard sqlite:///<dir>/optuna.db``).
@@ -105,6 +201,31 @@ def create_searcher(spec: SearchSpec, *, constraints: dict | None = None, search
         space=define_by_run(spec), metric=names, mode=modes,
         sampler=SAMPLERS[spec.algorithm](seed=spec.seed, **spec.search.sampler_options()),
         points_to_evaluate=[dict(p) for p in spec.points_to_evaluate] or None, constraints=constraints,
+        skip_duplicates=spec.search.skip_duplicates,
+        grid=finite_grid(spec) if spec.search.skip_duplicates else None, seed=spec.seed,
         storage=storage, study_name=spec.name if storage is not None else None,
     )
     return ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
+
+
+def space_exhausted(spec: SearchSpec, trials_run: int) -> bool:
+    """Whether ``trials_run`` trials have tried every configuration of ``spec``'s space (a
+    finite space searched with ``search.skip_duplicates``: each trial ran a new one)."""
+    if not spec.search.skip_duplicates:
+        return False
+    grid = finite_grid(spec)
+    return grid is not None and trials_run >= len(grid)
+
+
+def repeats_skipped(search_dir, study_name: str) -> int | None:
+    """How many of the study's proposals repeated a configuration already tried and were given
+    its outcome instead of a trial (user attribute ``duplicate_of``); None without a study."""
+    from pathlib import Path
+
+    if not (Path(search_dir) / STUDY_FILE).is_file():
+        return None
+    try:
+        study = optuna.load_study(study_name=study_name, storage=study_storage(search_dir))
+    except KeyError:  # no study of that name (a search directory from before the study file)
+        return None
+    return sum("duplicate_of" in t.user_attrs for t in study.get_trials(deepcopy=False))

@@ -59,6 +59,7 @@ def test_every_shipped_space_validates(path):
         ({"search/algorithm": "cmaes"}, "search.algorithm", "nsga2"),
         ({"search/algorithm": "tpe", "search/population_size": 8}, "search.population_size", "nsga2 only"),
         ({"search/population_size": 1}, "search.population_size", "[2, 1000000]"),
+        ({"search/skip_duplicates": "yes"}, "search.skip_duplicates", "true or false"),
         ({"training/steps": "many"}, "training.steps", "int"),
     ],
 )

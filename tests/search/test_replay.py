@@ -99,13 +99,14 @@ def failing_table(tmp_path_factory) -> Path:
 
 
 def _space(tmp_path: Path, name: str, *, scheduler: str = "fifo", algorithm: str = "random", num_samples: int = 8,
-           max_concurrent: int = 2, grace: int = 1, points: list[dict] | None = None, **space) -> Path:
+           max_concurrent: int = 2, grace: int = 1, points: list[dict] | None = None, search: dict | None = None,
+           **space) -> Path:
     document = {
         "name": name, "model": "bundled:minilm-l6", "data": {"task": "sst2", "max_seq_length": 32},
         "training": {"steps": STEPS, "eval_interval": INTERVAL, "batch_size": 16},
         "budget": {"num_samples": num_samples, "max_concurrent": max_concurrent},
         "scheduler": {"kind": scheduler, "grace_period": grace, "reduction_factor": 2},
-        "search": {"algorithm": algorithm, "seed": 0},
+        "search": {"algorithm": algorithm, "seed": 0, **(search or {})},
         "space": space or {"method": {"choice": list(METHODS)}, "target_sparsity": {"choice": list(SPARSITIES)},
                            "learning_rate": {"choice": list(LEARNING_RATES)}},
     }
@@ -171,18 +172,29 @@ def _front_from_table(table: Path) -> set[str]:
     return {ok[i] for i in pareto_front(points, ["max", "max"])}
 
 
-def test_replayed_fifo_search_proposes_grid_configs_and_finds_the_table_front(table, tmp_path, ray_local):
+def test_replayed_fifo_search_tries_each_grid_config_once_and_finds_the_table_front(table, tmp_path, ray_local):
+    """num_samples 16 on a grid of 8: every configuration runs once, then the searcher has none
+    left and the search ends, finished (not interrupted), with the table's front."""
     space = _space(tmp_path, "fifo", num_samples=16)
     summary, _ = _replay(space, table, tmp_path / "out")
     configs = [json.loads(r["config"]) for r in summary["rows"]]
-    grid = {config_key(p) for p in _grid()}
-    assert len(configs) == 16 and all(config_key(c) in grid for c in configs)
-    assert len({config_key(c) for c in configs}) == 8, "16 random draws from 8 points (seed 0) cover the grid"
+    assert sorted(config_key(c) for c in configs) == sorted(config_key(p) for p in _grid())
+    assert summary["space_exhausted"] and not summary["interrupted"]
+    assert summary["repeats_skipped"] >= 1, "16 random draws from 8 points repeat some"
     front = {config_key(json.loads(r["config"])) for r in summary["front"]}
     assert front == _front_from_table(table)
     collapsed = {config_key(json.loads(r["config"])) for r in summary["rows"] if r["verdict"] == "collapsed"}
     assert collapsed == {config_key({"method": "movement", "target_sparsity": 0.9, "learning_rate": lr})
                          for lr in LEARNING_RATES}
+
+
+def test_with_skip_duplicates_off_repeated_proposals_run_again(table, tmp_path, ray_local):
+    space = _space(tmp_path, "repeats", num_samples=16, search={"skip_duplicates": False})
+    summary, _ = _replay(space, table, tmp_path / "out")
+    configs = [config_key(json.loads(r["config"])) for r in summary["rows"]]
+    grid = {config_key(p) for p in _grid()}
+    assert len(configs) == 16 and set(configs) <= grid and len(set(configs)) < 16
+    assert not summary["space_exhausted"] and not summary["repeats_skipped"]
 
 
 def test_mo_asha_stops_a_dominated_trial_and_keeps_high_sparsity(table, tmp_path, ray_local):
@@ -205,7 +217,9 @@ def test_mo_asha_stops_a_dominated_trial_and_keeps_high_sparsity(table, tmp_path
 
 
 def test_fifty_replayed_trials_run_well_under_a_minute(table, tmp_path, ray_local):
-    space = _space(tmp_path, "fifty", scheduler="mo_asha", algorithm="tpe", num_samples=50, max_concurrent=4)
+    # The driver's throughput: 50 trials on the 8-point grid, so repeats must run.
+    space = _space(tmp_path, "fifty", scheduler="mo_asha", algorithm="tpe", num_samples=50, max_concurrent=4,
+                   search={"skip_duplicates": False})
     t0 = time.perf_counter()
     summary, _ = _replay(space, table, tmp_path / "out", time_scale=0.0)
     wall = time.perf_counter() - t0
@@ -279,7 +293,8 @@ def test_study_storage_survives_a_resume(table, tmp_path):
             study = optuna.load_study(study_name="study", storage=url)
         except Exception:  # not created yet
             return []
-        return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+        return [t for t in study.get_trials(deepcopy=False)
+                if t.state.is_finished() and "duplicate_of" not in t.user_attrs]
 
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -295,9 +310,10 @@ def test_study_storage_survives_a_resume(table, tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     study = optuna.load_study(study_name="study", storage=url)
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    ran = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
     assert {n: (t.params, t.values) for n, t in ((t.number, t) for t in trials) if n in before} == before
-    assert len(complete) == 5, [(t.number, t.state) for t in trials]
+    assert len(ran) == 5, [(t.number, t.state, t.user_attrs) for t in trials]
+    assert len({json.dumps(t.params, sort_keys=True) for t in ran}) == 5, "the resumed searcher ran a repeat"
     assert optuna.get_all_study_names(url) == ["study"]
 
 

@@ -201,3 +201,107 @@ def test_population_size_reaches_nsga2_and_makes_it_breed_from_full_budget_trial
                                              "budget_fraction": fraction})
     limiter.suggest("t6")
     assert generations() == [0] * 6 + [1]
+
+
+# ------------------------------------------------------------ repeated proposals
+GRID_SPACE = {**SPACE, "points_to_evaluate": [], "budget": {"num_samples": 50, "max_concurrent": 50},
+              "search": {"algorithm": "random", "seed": 0},
+              "space": {"method": {"choice": ["magnitude", "movement"]}, "target_sparsity": {"choice": [0.5, 0.9]},
+                        "learning_rate": 1e-4, "magnitude.selection": {"choice": ["global", "layer"]}}}
+
+
+def _full(config, accuracy=0.8):
+    return {"accuracy": accuracy, "sparsity": config["target_sparsity"], "budget_fraction": 1.0}
+
+
+def test_a_finite_space_runs_each_configuration_once_then_the_searcher_is_finished():
+    """magnitude x 2 selections x 2 targets + movement x 2 targets = 6 configurations; random
+    sampling repeats itself long before 50 draws, and no repeat becomes a trial."""
+    from ray.tune.search import Searcher
+
+    from rayprune.config.grid import config_key
+
+    limiter = create_searcher(parse_spec(GRID_SPACE, path="s.yaml"))
+    searcher = limiter.searcher
+    assert len(searcher._grid) == 6
+    configs = []
+    for i in range(50):
+        config = limiter.suggest(f"t{i}")
+        if config == Searcher.FINISHED:
+            break
+        configs.append(config)
+        limiter.on_trial_complete(f"t{i}", _full(config))
+    assert len(configs) == 6 and len({config_key(c) for c in configs}) == 6
+    assert all(c["learning_rate"] == 1e-4 for c in configs)  # constants stay in the config
+    assert all(("magnitude.selection" in c) == (c["method"] == "magnitude") for c in configs)
+    repeats = [t for t in searcher._ot_study.trials if "duplicate_of" in t.user_attrs]
+    assert len(repeats) == searcher.repeats_skipped >= 1
+    by_number = {t.number: t for t in searcher._ot_study.trials}
+    for repeat in repeats:  # told the outcome of the trial it repeats
+        first = by_number[repeat.user_attrs["duplicate_of"]]
+        assert repeat.params == first.params and repeat.values == first.values and repeat.state == first.state
+
+
+def test_a_repeat_of_a_running_trial_waits_for_its_outcome_and_shares_it():
+    """Two configurations in flight; Optuna proposes the first again (a queued point): that
+    Optuna trial is not run and is told what the first trial ends with, PRUNED included."""
+    from optuna.trial import TrialState
+
+    first = {"method": "magnitude", "target_sparsity": 0.5, "magnitude.selection": "global"}
+    other = {"method": "movement", "target_sparsity": 0.9}
+    spec = parse_spec({**GRID_SPACE, "points_to_evaluate": [first, first, other, first]}, path="s.yaml")
+    limiter = create_searcher(spec)
+    searcher = limiter.searcher
+    a = limiter.suggest("a")
+    b = limiter.suggest("b")  # the 2nd queued point repeats a (running): skipped, b gets `other`
+    assert a["method"] == "magnitude" and b["method"] == "movement"
+    waiting = [t for t in searcher._ot_study.trials if "duplicate_of" in t.user_attrs]
+    assert len(waiting) == 1 and waiting[0].state == TrialState.RUNNING
+    limiter.on_trial_complete("a", {"accuracy": 0.6, "sparsity": 0.3, "budget_fraction": 0.5})  # stopped early
+    limiter.on_trial_complete("b", _full(b, 0.7))
+    c = limiter.suggest("c")  # the 4th queued point repeats a (ended): told at once, c is new
+    assert c not in (a, b)
+    states = {t.number: t.state for t in searcher._ot_study.trials}
+    repeats = [t for t in searcher._ot_study.trials if "duplicate_of" in t.user_attrs]
+    assert len(repeats) == 2 and all(states[t.number] == TrialState.PRUNED for t in repeats)
+    assert [t.values for t in searcher._ot_study.best_trials] == [[0.7, 0.9]]
+
+
+def test_a_sampler_stuck_on_tried_configurations_gets_an_untried_one(monkeypatch):
+    from rayprune.config.grid import config_key
+    from rayprune.search import searcher as searcher_module
+
+    monkeypatch.setattr(searcher_module, "MAX_REDRAWS", 2)
+    first = {"method": "movement", "target_sparsity": 0.9}
+    spec = parse_spec({**GRID_SPACE, "points_to_evaluate": [first] * 4}, path="s.yaml")
+    limiter = create_searcher(spec)
+    a = limiter.suggest("a")
+    limiter.on_trial_complete("a", _full(a))
+    # The three queued copies of a are repeats; after the second an untried configuration is
+    # queued, and it comes out after the third.
+    b = limiter.suggest("b")
+    assert config_key(b) != config_key(a) and limiter.searcher.untried_drawn == 1
+    assert limiter.searcher.repeats_skipped == 3
+
+
+def test_skip_duplicates_false_runs_repeats_and_an_unbounded_space_never_finishes():
+    from ray.tune.search import Searcher
+
+    from rayprune.config.grid import config_key
+
+    first = {"method": "movement", "target_sparsity": 0.9}
+    spec = parse_spec({**GRID_SPACE, "points_to_evaluate": [first] * 3,
+                       "search": {"algorithm": "random", "skip_duplicates": False}}, path="s.yaml")
+    limiter = create_searcher(spec)
+    configs = [limiter.suggest(f"t{i}") for i in range(10)]
+    assert [config_key(c) for c in configs[:3]] == [config_key(configs[0])] * 3
+    assert limiter.searcher.repeats_skipped == 0 and limiter.searcher._grid is None
+
+    unbounded = parse_spec({**GRID_SPACE, "space": {"method": "magnitude", "target_sparsity": {"uniform": [0.5, 0.9]}}},
+                           path="s.yaml")
+    limiter = create_searcher(unbounded)
+    assert limiter.searcher._grid is None
+    for i in range(12):
+        config = limiter.suggest(f"u{i}")
+        assert config != Searcher.FINISHED
+        limiter.on_trial_complete(f"u{i}", _full(config))
