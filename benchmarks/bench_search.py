@@ -220,8 +220,15 @@ def main(argv=None) -> int:
                         help="NSGA-II's generation size (default: Optuna's 50, i.e. random below 50 full trials)")
     parser.add_argument("--time-scale", type=float, default=0.0005,
                         help="replayed seconds per recorded second (interleaving of concurrent trials)")
+    parser.add_argument("--max-redraws", type=int,
+                        help="the searcher's MAX_REDRAWS (repeated proposals in a row before an untried "
+                             "configuration is queued); default: rayprune's")
     parser.add_argument("--out", default=str(ROOT.parent / "bench_out" / "search"))
     args = parser.parse_args(argv)
+    if args.max_redraws:
+        import rayprune.search.searcher as searcher_module
+
+        searcher_module.MAX_REDRAWS = args.max_redraws  # the searcher runs in this process (Tune's driver)
 
     import ray
     import yaml
@@ -284,7 +291,7 @@ def main(argv=None) -> int:
         "floor": criteria.floor, "reference": table.meta.get("reference"), "budget_trial_steps": budget,
         "budget_fraction": args.budget_fraction, "seeds": args.seeds, "max_concurrent": args.max_concurrent,
         "grace_period": args.grace_period, "reduction_factor": args.reduction_factor,
-        "population_size": args.population_size,
+        "population_size": args.population_size, "max_redraws": args.max_redraws,
         "time_scale": args.time_scale, "wall_seconds": round(wall, 1),
         "command": " ".join([".venv/bin/python", "benchmarks/bench_search.py", *(argv or sys.argv[1:])]),
         "strategies": summary,

@@ -54,7 +54,7 @@ SAMPLERS = {
 
 
 #: How many proposals in a row may repeat a configuration already tried before one is run anyway.
-MAX_REDRAWS = 50
+MAX_REDRAWS = 5
 
 
 class FidelityAwareOptunaSearch(OptunaSearch):
