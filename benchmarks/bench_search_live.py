@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget-fraction", type=float, default=0.2)
     parser.add_argument("--max-concurrent", type=int, default=2)
-    parser.add_argument("--grace-period", type=int, default=1)
+    parser.add_argument("--grace-period", type=int, default=2)
     parser.add_argument("--reduction-factor", type=float, default=2.0)
     parser.add_argument("--out", default=str(ROOT.parent / "bench_out" / "live"))
     args = parser.parse_args(argv)

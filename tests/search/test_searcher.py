@@ -175,7 +175,7 @@ def test_the_default_searcher_pickles(tmp_path):
     from ray import cloudpickle
 
     spec = parse_spec(dict(SPACE), path="s.yaml")  # SPACE has no search: section
-    assert spec.algorithm == "nsga2"
+    assert spec.algorithm == "tpe"
     searcher = create_searcher(spec, search_dir=tmp_path)
     cloudpickle.dumps(searcher)
 
