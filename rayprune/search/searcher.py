@@ -57,6 +57,13 @@ SAMPLERS = {
 MAX_REDRAWS = 5
 
 
+def skip_duplicates_defaults() -> dict:
+    """The repeat-skipping state of a searcher that does not skip repeats."""
+    return {"_skip_duplicates": False, "_grid": None, "_untried_rng": random.Random(0), "_first_trial_of": {},
+            "_grid_tried": 0, "_key_of": {}, "_outcome_of": {}, "_repeats_waiting": {}, "repeats_skipped": 0,
+            "untried_drawn": 0}
+
+
 class FidelityAwareOptunaSearch(OptunaSearch):
     """``OptunaSearch`` that tells Optuna PRUNED for trials stopped before their full budget, and
     never trains one configuration twice.
@@ -91,15 +98,20 @@ class FidelityAwareOptunaSearch(OptunaSearch):
                  grid: dict[str, dict] | None = None, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self._constraints = {k: v for k, v in (constraints or {}).items() if v is not None}
+        self.__dict__.update(skip_duplicates_defaults())
         self._skip_duplicates = skip_duplicates
         self._grid = grid
         self._untried_rng = random.Random(seed)
-        self._first_trial_of: dict[str, str] = {}  # config key -> the Ray trial that runs it
-        self._key_of: dict[str, str] = {}  # Ray trial id -> its config key
-        self._outcome_of: dict[str, tuple] = {}  # config key -> (state, values, constraints) once ended
-        self._repeats_waiting: dict[str, list] = {}  # config key -> Optuna trials told when it ends
-        self.repeats_skipped = 0
-        self.untried_drawn = 0
+        # _first_trial_of: config key -> the Ray trial that runs it; _grid_tried: configurations
+        # of ``grid`` tried so far; _key_of: Ray trial id -> its config key; _outcome_of: config
+        # key -> (state, values, constraints) once ended; _repeats_waiting: config key -> the
+        # Optuna trials told its outcome when it ends.
+
+    def __setstate__(self, state: dict) -> None:
+        """A searcher pickled by a rayprune from before repeats were skipped (``--resume`` of an
+        older search directory) goes on as it started: repeats run."""
+        self.__dict__.update(skip_duplicates_defaults())
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ proposals
     def suggest(self, trial_id):
@@ -107,7 +119,7 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             return super().suggest(trial_id)
         repeats = 0
         while True:
-            if self._grid is not None and len(self._first_trial_of) >= len(self._grid):
+            if self._grid is not None and self._grid_tried >= len(self._grid):
                 return Searcher.FINISHED
             config = super().suggest(trial_id)
             if not isinstance(config, dict):
@@ -116,7 +128,9 @@ class FidelityAwareOptunaSearch(OptunaSearch):
             first = self._first_trial_of.get(key)
             # An unbounded space almost never repeats itself; if its sampler keeps doing so, run it.
             if first is None or (self._grid is None and repeats >= MAX_REDRAWS):
-                self._first_trial_of.setdefault(key, trial_id)
+                if first is None:
+                    self._first_trial_of[key] = trial_id
+                    self._grid_tried += self._grid is not None and key in self._grid
                 self._key_of[trial_id] = key
                 return config
             self._skip_repeat(trial_id, key, first)

@@ -305,3 +305,21 @@ def test_skip_duplicates_false_runs_repeats_and_an_unbounded_space_never_finishe
         config = limiter.suggest(f"u{i}")
         assert config != Searcher.FINISHED
         limiter.on_trial_complete(f"u{i}", _full(config))
+
+
+def test_a_searcher_pickled_before_repeats_were_skipped_resumes_running_repeats(tmp_path):
+    """``--resume`` of a search directory written by an earlier rayprune unpickles a searcher
+    without the repeat-skipping state: it goes on as it started, repeats run."""
+    from ray import cloudpickle
+
+    from rayprune.config.grid import config_key
+    from rayprune.search.searcher import skip_duplicates_defaults
+
+    first = {"method": "movement", "target_sparsity": 0.9}
+    limiter = create_searcher(parse_spec({**GRID_SPACE, "points_to_evaluate": [first] * 2}, path="s.yaml"),
+                              search_dir=tmp_path)
+    for name in skip_duplicates_defaults():
+        delattr(limiter.searcher, name)
+    restored = cloudpickle.loads(cloudpickle.dumps(limiter))
+    a, b = restored.suggest("a"), restored.suggest("b")
+    assert config_key(a) == config_key(b) and restored.searcher.repeats_skipped == 0
