@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import random
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -98,6 +99,12 @@ class FidelityAwareOptunaSearch(OptunaSearch):
                  grid: dict[str, dict] | None = None, seed: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self._constraints = {k: v for k, v in (constraints or {}).items() if v is not None}
+        if self._ot_study is not None and isinstance(self._metric, list):
+            # optuna-dashboard and Optuna's plots label the objectives "accuracy" and "sparsity"
+            # instead of 0 and 1 (experimental since Optuna 3.2, stable in use).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self._ot_study.set_metric_names(list(self._metric))
         self.__dict__.update(skip_duplicates_defaults())
         self._skip_duplicates = skip_duplicates
         self._grid = grid

@@ -323,3 +323,14 @@ def test_a_searcher_pickled_before_repeats_were_skipped_resumes_running_repeats(
     restored = cloudpickle.loads(cloudpickle.dumps(limiter))
     a, b = restored.suggest("a"), restored.suggest("b")
     assert config_key(a) == config_key(b) and restored.searcher.repeats_skipped == 0
+
+
+def test_the_study_names_its_objectives_for_optuna_dashboard(tmp_path):
+    import optuna
+
+    from rayprune.search.searcher import STUDY_FILE
+
+    create_searcher(parse_spec(dict(SPACE), path="s.yaml"), search_dir=tmp_path)
+    study = optuna.load_study(study_name=parse_spec(dict(SPACE), path="s.yaml").name,
+                              storage=f"sqlite:///{tmp_path / STUDY_FILE}")
+    assert study.metric_names == ["accuracy", "sparsity"]
