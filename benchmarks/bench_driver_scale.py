@@ -134,7 +134,7 @@ def run_child(n: int, out: Path, *, table_path: str, max_concurrent: int, time_s
     space_file = out / f"{name}.yaml"
     space_file.write_text(yaml.safe_dump(space_document(
         table, name, "random", "fifo", seed, num_samples=n, max_concurrent=max_concurrent, grace_period=1,
-        reduction_factor=2.0), sort_keys=False))
+        reduction_factor=2.0, skip_duplicates=False), sort_keys=False))  # n trials on a 90-point grid
 
     if refresh_every_trial:  # no budget: the live refresh runs after every trial end
         driver.LIVE_REFRESH_SHARE = float("inf")

@@ -126,6 +126,7 @@ def packing_space(args, per_gpu: int, name: str) -> dict:
         "budget": {"num_samples": args.search_trials, "max_concurrent": per_gpu},
         "resources": {"cpu": args.cpus_per_trial, "gpu": (1.0 / per_gpu) if args.device == "cuda" else 0},
         "scheduler": {"kind": "fifo"},
+        "search": {"skip_duplicates": False},  # N trials of one configuration: throughput, not search
         "space": {"method": "magnitude", "target_sparsity": 0.8},
     }
 

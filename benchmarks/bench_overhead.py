@@ -38,6 +38,7 @@ def space(args, name: str) -> dict:
         "budget": {"num_samples": args.trials, "max_concurrent": 1},
         "resources": {"cpu": args.threads},
         "scheduler": {"kind": "fifo"},
+        "search": {"skip_duplicates": False},  # N trials of one configuration, as the loop runs them
         "space": {"method": "magnitude", "target_sparsity": 0.8},
     }
 

@@ -80,8 +80,9 @@ def _stopper(budget: int):
 
 def space_document(table, name: str, algorithm: str, scheduler: str, seed: int, *, num_samples: int,
                    max_concurrent: int, grace_period: int, reduction_factor: float,
-                   population_size: int | None = None) -> dict:
-    """A replay space over the table's whole grid."""
+                   population_size: int | None = None, skip_duplicates: bool = True) -> dict:
+    """A replay space over the table's whole grid (``skip_duplicates=False``: repeated proposals
+    run, so a search can have more trials than the grid has configurations)."""
     grid = table.meta["grid"]
     settings = table.meta["settings"]
     return {
@@ -91,7 +92,7 @@ def space_document(table, name: str, algorithm: str, scheduler: str, seed: int, 
                      "batch_size": settings["batch_size"]},
         "budget": {"num_samples": num_samples, "max_concurrent": max_concurrent},
         "scheduler": {"kind": scheduler, "grace_period": grace_period, "reduction_factor": reduction_factor},
-        "search": {"algorithm": algorithm, "seed": seed,
+        "search": {"algorithm": algorithm, "seed": seed, "skip_duplicates": skip_duplicates,
                    **({"population_size": population_size} if population_size and algorithm == "nsga2" else {})},
         "space": {key: {"choice": list(values)} for key, values in grid.items()},
     }

@@ -42,6 +42,7 @@ def test_two_trials_share_one_gpu_in_mixed_precision(tmp_path):
         "budget": {"num_samples": 2, "max_concurrent": 2},
         "resources": {"cpu": 1, "gpu": 0.5},
         "scheduler": {"kind": "fifo"},
+        "search": {"skip_duplicates": False},  # two trials of one configuration share the GPU
         "space": {"method": "magnitude", "target_sparsity": 0.5},
     }
     spec = parse_spec(raw, path=str(tmp_path / "space.yaml"))

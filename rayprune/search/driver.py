@@ -152,7 +152,7 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     from rayprune.tracking.callback import MLflowTrackingCallback
     from rayprune.tracking.mlflow_tracker import SearchTracker, create_store_in_background, default_tracking_uri
     from rayprune.training.trainable import tune_trainable
-    from rayprune.search.trial_workers import local_instance_system_config, trial_worker_env
+    from rayprune.search.trial_workers import trial_worker_env
 
     spec, settings, search_dir = prepared.spec, prepared.settings, prepared.search_dir
     search_dir.mkdir(parents=True, exist_ok=True)
@@ -174,10 +174,8 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     if not ray.is_initialized():
         # No address: a new in-process instance ("local"), as the CLI documents.  Ray's own
         # default would attach to whatever cluster /tmp/ray last recorded, even a dead one.
-        target = address or os.environ.get("RAY_ADDRESS") or "local"
-        local = {"_system_config": local_instance_system_config()} if target == "local" else {}
-        _connect_ray(target, log=log, log_to_driver=verbose > 1, runtime_env={"env_vars": trial_worker_env()},
-                     configure_logging=verbose > 1, **{k: v for k, v in local.items() if v})
+        _connect_ray(address or os.environ.get("RAY_ADDRESS") or "local", log=log, log_to_driver=verbose > 1,
+                     runtime_env={"env_vars": trial_worker_env()}, configure_logging=verbose > 1)
     # Before the teacher or any trial: every node must reach the storage, and a resume must
     # not unpickle state that someone else could have written.
     ray_storage = resolve_storage(storage, search_dir, spec.name)

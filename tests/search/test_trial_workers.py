@@ -25,12 +25,3 @@ def test_the_drivers_hugging_face_settings_are_passed_on(monkeypatch):
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     assert trial_worker_env() == {"MALLOC_ARENA_MAX": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": "/data/hf"}
-
-
-def test_a_local_instance_prestarts_no_workers_unless_the_user_says_so(monkeypatch):
-    from rayprune.search.trial_workers import PRESTART_VARIABLE, local_instance_system_config
-
-    monkeypatch.delenv(PRESTART_VARIABLE, raising=False)
-    assert local_instance_system_config() == {"prestart_worker_first_driver": False}
-    monkeypatch.setenv(PRESTART_VARIABLE, "1")
-    assert local_instance_system_config() == {}
