@@ -54,7 +54,8 @@ SAMPLERS = {
 }
 
 
-#: How many proposals in a row may repeat a configuration already tried before one is run anyway.
+#: Repeated proposals in a row before an untried configuration is queued (a finite space) or the
+#: repeat is run after all (an unbounded one); 50/10/5/2 measured alike (benchmarks/RESULTS.md).
 MAX_REDRAWS = 5
 
 
@@ -101,7 +102,7 @@ class FidelityAwareOptunaSearch(OptunaSearch):
         self._constraints = {k: v for k, v in (constraints or {}).items() if v is not None}
         if self._ot_study is not None and isinstance(self._metric, list):
             # optuna-dashboard and Optuna's plots label the objectives "accuracy" and "sparsity"
-            # instead of 0 and 1 (experimental since Optuna 3.2, stable in use).
+            # instead of 0 and 1 (an experimental API since Optuna 3.2: its warning is silenced).
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 self._ot_study.set_metric_names(list(self._metric))
