@@ -155,10 +155,10 @@ def _describe_repeats(spec) -> str:
     """How the search treats proposals that repeat a configuration (``search.skip_duplicates``)."""
     if not spec.search.skip_duplicates:
         return "; repeated configurations run again"
-    from rayprune.config.grid import finite_grid
+    from rayprune.config.grid import grid_size
 
-    grid = finite_grid(spec)
-    return "; none trained twice" + ("" if grid is None else f" (the space holds {len(grid)} configurations)")
+    size = grid_size(spec)
+    return "; none trained twice" + ("" if size is None else f" (the space holds {size} configurations)")
 
 
 def _describe_reference(spec, settings) -> str:

@@ -17,7 +17,7 @@ from rayprune.config.fields import split_key
 from rayprune.config.space import Distribution
 from rayprune.errors import SpecError
 
-__all__ = ["canonical_value", "config_key", "grid_points", "finite_grid"]
+__all__ = ["canonical_value", "config_key", "grid_points", "grid_size", "finite_grid"]
 
 
 def canonical_value(value: Any) -> Any:
@@ -75,10 +75,10 @@ def grid_points(spec) -> list[dict]:
     return points
 
 
-def finite_grid(spec, limit: int = 100_000) -> dict[str, dict] | None:
-    """Every configuration the space can propose, by :func:`config_key`, or None when they are
-    unbounded (a ``uniform``/``loguniform``/``int`` range) or more than ``limit`` (then a search
-    does not run out of new configurations in practice)."""
+def grid_size(spec, limit: int = 100_000) -> int | None:
+    """How many configurations the space can propose, or None when they are unbounded (a
+    ``uniform``/``loguniform``/``int`` range) or more than ``limit`` (then a search does not run
+    out of new configurations in practice).  Counted, not enumerated."""
     from rayprune.methods import available_methods
 
     if any(isinstance(v, Distribution) and v.kind != "choice" for v in spec.space.values()):
@@ -86,6 +86,12 @@ def finite_grid(spec, limit: int = 100_000) -> dict[str, dict] | None:
     methods = set(available_methods())
     size = sum(math.prod(len(o) for o in _options_for(spec.space, m, methods)[1])
                for m in _method_values(spec.space))
-    if size > limit:
+    return None if size > limit else size
+
+
+def finite_grid(spec, limit: int = 100_000) -> dict[str, dict] | None:
+    """Every configuration the space can propose, by :func:`config_key`, or None where
+    :func:`grid_size` is None."""
+    if grid_size(spec, limit) is None:
         return None
     return {config_key(point): point for point in grid_points(spec)}

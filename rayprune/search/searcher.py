@@ -13,7 +13,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from rayprune.config import SearchSpec, define_by_run
-from rayprune.config.grid import config_key, finite_grid
+from rayprune.config.grid import config_key, finite_grid, grid_size
 from rayprune.search.results import constraint_violations, reached_full_budget
 
 __all__ = ["FidelityAwareOptunaSearch", "create_searcher", "study_storage", "STUDY_FILE", "SAMPLERS", "MAX_REDRAWS",
@@ -235,8 +235,8 @@ def space_exhausted(spec: SearchSpec, trials_run: int) -> bool:
     finite space searched with ``search.skip_duplicates``: each trial ran a new one)."""
     if not spec.search.skip_duplicates:
         return False
-    grid = finite_grid(spec)
-    return grid is not None and trials_run >= len(grid)
+    size = grid_size(spec)
+    return size is not None and trials_run >= size
 
 
 def repeats_skipped(search_dir, study_name: str) -> int | None:
