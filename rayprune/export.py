@@ -27,6 +27,7 @@ from rayprune import measure
 from rayprune.models import load_model_and_tokenizer, prunable_targets
 from rayprune.search.results import load_search_dir
 from rayprune.errors import SpecError
+from rayprune.tasks import task_from_info
 from rayprune.training import TrialConfig, TrialSettings, load_trained
 
 __all__ = ["export_search", "train_config_for"]
@@ -127,10 +128,8 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
     # The pretrained model as the search started from it: its parameter count is the "dense" one
     # (a method's prepare may already change the structure, e.g. GRAIN's embedding factorisation).
     remote_code = settings.trust_remote_code  # search.json's settings; False for older searches
-    dense_model, tokenizer = load_model_and_tokenizer(
-        settings.model, num_labels=meta["data"]["num_labels"], is_regression=meta["data"]["is_regression"],
-        trust_remote_code=remote_code,
-    )
+    task = task_from_info(meta["data"])
+    dense_model, tokenizer = load_model_and_tokenizer(settings.model, task=task, trust_remote_code=remote_code)
     dense_params = measure.count_parameters(dense_model)
     del dense_model
     for rank, row in enumerate(chosen, 1):
@@ -151,14 +150,18 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
         model.save_pretrained(target, safe_serialization=True)
         tokenizer.save_pretrained(target)
         (target / "config.yaml").write_text(yaml.safe_dump(train_config_for(meta, trial_config), sort_keys=False))
+        criteria = meta.get("criteria") or {}
         info = {
             "trial_id": row["trial_id"], "method": row["method"], "metric": metric,
-            "metric_value": float(row[metric]), "sparsity": sparsity, "sparsity_encoder": encoder_sparsity,
+            "metric_value": float(row[metric]), "task_type": task.kind, "pipeline_tag": task.pipeline_tag,
+            "reference_metric": criteria.get("reference_metric"), "floor": criteria.get("floor"),
+            "retained": _float_or_none(row.get("retained")),
+            "sparsity": sparsity, "sparsity_encoder": encoder_sparsity,
             "parameters": measure.count_parameters(model), "parameters_dense": dense_params,
             "nonzero_parameters": measure.count_parameters(model, nonzero=True),
             "trust_remote_code": remote_code,
         }
-        (target / "README.md").write_text(_model_card(meta, info, trial_config))
+        (target / "README.md").write_text(_model_card(meta, info, trial_config, task))
         # Last: the list of what this export wrote, all that a later --force may remove.
         info["exported_by"] = EXPORTED_BY
         info["files"] = sorted({str(p.relative_to(target)) for p in target.rglob("*")
@@ -203,9 +206,23 @@ def _remote_code_note(info: dict) -> str:
             "executed; loading it needs `trust_remote_code=True` too, so read that code first.")
 
 
-def _model_card(meta: dict, info: dict, trial_config: dict) -> str:
+def _float_or_none(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value else None
+
+
+def _number(value, fmt: str = ".4f") -> str:
+    return "n/a" if value is None else format(float(value), fmt)
+
+
+def _model_card(meta: dict, info: dict, trial_config: dict, task) -> str:
+    metric = info["metric"]
     return f"""---
 library_name: transformers
+pipeline_tag: {task.pipeline_tag}
 tags: [rayprune, pruning, sparse]
 ---
 # {info['method']} pruned `{meta['settings']['model']}` on {meta['data']['task']}
@@ -214,8 +231,11 @@ Exported by rayprune from trial `{info['trial_id']}`.
 
 | | |
 |---|---|
-| task | {meta['data']['task']} |
-| {info['metric']} (eval split) | {info['metric_value']:.4f} |
+| task | {meta['data']['task']} ({task.kind}) |
+| {metric} (eval split) | {info['metric_value']:.4f} |
+| {metric} of the dense reference | {_number(info.get('reference_metric'))} |
+| {metric} of the floor ({task.floor_description()}) | {_number(info.get('floor'))} |
+| retained ({metric} / the reference's) | {_number(info.get('retained'))} |
 | measured sparsity (prunable set) | {info['sparsity']:.4f} |
 | measured sparsity (all encoder parameters) | {info['sparsity_encoder']:.4f} |
 | parameters (dense) | {info['parameters_dense']:,} |
@@ -224,9 +244,12 @@ Exported by rayprune from trial `{info['trial_id']}`.
 
 Weights are in `model.safetensors` (no pickle).{_remote_code_note(info)}
 
-Load it with `AutoModelForSequenceClassification.from_pretrained(<this directory>)`
-(structured exports: `import rayprune` first).  Re-run the trial with
-`rayprune train --config config.yaml`.
+Load it with `{task.auto_model}.from_pretrained(<this directory>)`
+(structured exports: `import rayprune` first), or in a pipeline:
+
+{task.card_usage()}
+
+Re-run the trial with `rayprune train --config config.yaml`.
 
 ## Configuration
 ```yaml

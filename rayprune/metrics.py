@@ -136,6 +136,9 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 CLASSIFICATION_METRICS = ("accuracy", "f1", "matthews_correlation")
 REGRESSION_METRICS = ("pearson", "spearman")
+#: Proportion-like metrics of the other tasks (rayprune/tasks): SQuAD's exact match and F1, NER's
+#: entity precision / recall / F1.  Their standard error is treated like accuracy's.
+TASK_PROPORTION_METRICS = ("exact_match", "precision", "recall")
 
 
 def compute_metrics(
@@ -215,11 +218,11 @@ def standard_error(name: str, value: float, n: int) -> float:
     Correlations (Matthews, Pearson, Spearman): ``(1 - v^2) / sqrt(n - 1)``, which is
     ``1 / sqrt(n - 1)`` at 0, the spread of a correlation under no association.
     """
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; allowed: {sorted(METRICS)}")
+    if name not in METRICS and name not in TASK_PROPORTION_METRICS:
+        raise ValueError(f"unknown metric {name!r}; allowed: {sorted(METRICS) + list(TASK_PROPORTION_METRICS)}")
     if n < 2 or not np.isfinite(value):
         return float("inf")
-    if name in ("accuracy", "f1"):
+    if name in ("accuracy", "f1") + TASK_PROPORTION_METRICS:
         v = min(max(float(value), 0.0), 1.0)
         return float(np.sqrt(v * (1.0 - v) / n))
     return float((1.0 - min(float(value) ** 2, 1.0)) / np.sqrt(n - 1))

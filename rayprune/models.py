@@ -114,15 +114,16 @@ def register_pruned_models() -> None:
 
 
 def load_model_and_tokenizer(
-    name: str, *, num_labels: int, is_regression: bool = False, config_overrides: dict | None = None,
-    trust_remote_code: bool = False,
+    name: str, *, task=None, num_labels: int | None = None, is_regression: bool = False,
+    config_overrides: dict | None = None, trust_remote_code: bool = False,
 ):
-    """Load a sequence-classification model and its tokenizer.
+    """Load a model with the head of ``task`` and its tokenizer.
 
     Args:
         name: Hugging Face id, local directory or ``bundled:minilm-l6``.
-        num_labels: classifier outputs (1 for regression).
-        is_regression: sets ``problem_type`` so the model's loss is MSE.
+        task: the :class:`~rayprune.tasks.base.Task` whose head to build (its Auto class and
+            ``model_config()``: head size, label names).  Without one, a sequence classifier of
+            ``num_labels`` outputs (``is_regression``: MSE loss), as before tasks existed.
         config_overrides: extra config fields (e.g. dropout).
         trust_remote_code: run Python code that ships with the model (``auto_map`` classes).
             Off unless the space file asks for it: such code runs with the user's rights in the
@@ -131,26 +132,25 @@ def load_model_and_tokenizer(
     Raises:
         ValueError: the model or tokenizer cannot be found (message names the model).
     """
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    # A new classifier head is expected when fine-tuning; the per-load report and weight-loading
-    # bar would drown the search's own output (one per trial).
+    if task is None:
+        from rayprune.tasks.classification import ClassificationTask
+
+        task = ClassificationTask(classes=1 if is_regression else (num_labels or 2))
+    # A new head is expected when fine-tuning; the per-load report and weight-loading bar would
+    # drown the search's own output (one per trial).
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     register_pruned_models()  # a model saved by a structured export loads through the Auto classes
     path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(
-            path,
-            num_labels=num_labels,
-            problem_type="regression" if is_regression else "single_label_classification",
-            trust_remote_code=trust_remote_code,
-            **(config_overrides or {}),
+            path, trust_remote_code=trust_remote_code, **task.model_config(), **(config_overrides or {}),
         )
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, config=config, trust_remote_code=trust_remote_code)
+        model = task.model_class().from_pretrained(path, config=config, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"model {name!r} could not be loaded (a Hugging Face id, a local directory or one "

@@ -16,6 +16,7 @@ __all__ = [
     "GLUE_SPLIT_FILES",
     "DEMO_TASK",
     "allowed_tasks",
+    "TASK_PRESETS",
     "normalize_task",
     "get_preset",
 ]
@@ -181,6 +182,11 @@ GLUE_SPLIT_FILES = {
     "validation_matched": "dev_matched.tsv",
     "validation_mismatched": "dev_mismatched.tsv",
 }
+
+
+#: Presets of other task types: ``data.task`` name -> task type.  ``squad`` loads SQuAD v1.1 (the
+#: hub's ``rajpurkar/squad`` online, or ``train_files``/``eval_files`` in its JSON format).
+TASK_PRESETS: dict[str, str] = {"squad": "extractive_qa"}
 
 
 def allowed_tasks() -> list[str]:

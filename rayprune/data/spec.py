@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from rayprune.data.presets import DEMO_TASK, GLUE_TASKS, allowed_tasks, normalize_task
+from rayprune.data.presets import DEMO_TASK, GLUE_TASKS, TASK_PRESETS, allowed_tasks, normalize_task
 from rayprune.metrics import CLASSIFICATION_METRICS, METRICS, REGRESSION_METRICS
 
 __all__ = ["DataSpec", "TaskData", "FILE_FORMATS", "DEMO_MAX_EXAMPLES"]
@@ -66,6 +66,14 @@ class DataSpec:
         seed: seed of the subsampling and the selection split.
         source: name of the data source to load with; ``None`` picks one by the rule in
             :func:`rayprune.data.choose_source`.
+        task_type: what the head does (:mod:`rayprune.tasks`): ``classification`` (default),
+            ``extractive_qa`` or ``token_classification``.
+        task_options: the task type's own options (QA: ``doc_stride``, ``max_answer_length``,
+            ``n_best_size``; NER: ``tag_scheme``...), checked by the task.
+        eval_fraction: carve the eval split out of ``train_files`` (share of the groups, in
+            (0, 1)) instead of reading ``eval_files`` (:mod:`rayprune.data.splits`).
+        group_field: with ``eval_fraction``: rows sharing this column's value stay on one side
+            (SQuAD: ``title``, so no article is in both); unset: each row is its own group.
     """
 
     task: str | None = None
@@ -85,6 +93,10 @@ class DataSpec:
     selection_fraction: float = 0.1
     seed: int = _int_field(0, 0, 2**63 - 1)
     source: str | None = None
+    task_type: str | None = None
+    task_options: dict | None = None
+    eval_fraction: float | None = None
+    group_field: str | None = None
 
     def __post_init__(self) -> None:
         self._check_fields()
@@ -92,17 +104,28 @@ class DataSpec:
 
     def _check_fields(self) -> None:
         """Each field on its own: type, emptiness, bounds; normalises task, lists and metrics."""
-        for name in ("task", "dataset", "dataset_config", "eval_split", "source"):
+        for name in ("task", "dataset", "dataset_config", "eval_split", "source", "task_type", "group_field"):
             _check_text(self, name, optional=True)
+        self._check_task_type()
         for name in ("label_field", "train_split"):
             _check_text(self, name, optional=False)
         if self.task is not None:
             key = normalize_task(self.task)
-            if key not in GLUE_TASKS and key != DEMO_TASK:
-                raise ValueError(f"unknown task {self.task!r}; allowed: {allowed_tasks()}")
+            if key not in GLUE_TASKS and key != DEMO_TASK and key not in TASK_PRESETS:
+                raise ValueError(f"unknown task {self.task!r}; allowed: {allowed_tasks() + sorted(TASK_PRESETS)}")
             self.task = key
-        self.train_files = _file_list(self.train_files, "train_files")
-        self.eval_files = _file_list(self.eval_files, "eval_files")
+            if key in TASK_PRESETS:
+                preset_type = TASK_PRESETS[key]
+                if self.task_type not in (None, preset_type):
+                    raise ValueError(f"task={key!r} is a {preset_type} preset, but task_type={self.task_type!r}")
+                self.task_type = preset_type
+        if self.task_type is None:
+            self.task_type = "classification"
+        classification = self.task_type == "classification"
+        # CoNLL column files have any extension (.train, .conll, .txt); classification and the
+        # QA reader go through `datasets`' csv/json/parquet builders.
+        self.train_files = _file_list(self.train_files, "train_files", any_suffix=self.task_type == "token_classification")
+        self.eval_files = _file_list(self.eval_files, "eval_files", any_suffix=self.task_type == "token_classification")
         if self.text_fields is not None:
             self.text_fields = _name_list(self.text_fields, "text_fields")
             if len(self.text_fields) not in (1, 2) or not all(self.text_fields):
@@ -112,11 +135,18 @@ class DataSpec:
                 )
         if self.metrics is not None:
             self.metrics = _name_list(self.metrics, "metrics")
-            unknown = [m for m in self.metrics if m not in METRICS]
+            allowed = sorted(METRICS) if classification else list(self._task_class().allowed_metrics)
+            unknown = [m for m in self.metrics if m not in allowed]
             if not self.metrics or unknown:
                 raise ValueError(
-                    f"metrics must be a non-empty list from {sorted(METRICS)}, got {self.metrics!r}"
+                    f"metrics must be a non-empty list from {allowed} (task_type {self.task_type!r}), "
+                    f"got {self.metrics!r}"
                 )
+        if self.eval_fraction is not None:
+            value = self.eval_fraction
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+                raise ValueError(f"eval_fraction must be a number in (0, 1) (the share of groups carved out of "
+                                 f"train_files for eval), got eval_fraction={value!r}")
         for f in fields(self):
             if "minimum" in f.metadata:
                 _check_int(f.name, getattr(self, f.name), optional=f.default is None, **f.metadata)
@@ -131,8 +161,33 @@ class DataSpec:
                 f"selection_fraction must be in [0, 1), got selection_fraction={fraction!r}"
             )
 
+    def _task_class(self):
+        from rayprune.tasks import get_task
+
+        return get_task(self.task_type)
+
+    def _check_task_type(self) -> None:
+        """``task_type`` names a registered task; ``task_options`` are that task's (checked by it)."""
+        if self.task_type is not None:
+            from rayprune.tasks import available_tasks
+
+            if self.task_type not in available_tasks():
+                raise ValueError(f"unknown task_type {self.task_type!r}; allowed: {available_tasks()}")
+        if self.task_options is not None and not isinstance(self.task_options, dict):
+            raise TypeError(f"task_options must be a mapping, got task_options={self.task_options!r}")
+
     def _check_combination(self) -> None:
         """Fields that must or must not go together."""
+        self.task_options = self._task_class().check_options(self.task_options)
+        if self.group_field is not None and self.eval_fraction is None:
+            raise ValueError("group_field only applies with eval_fraction (carving eval out of train_files)")
+        if self.eval_fraction is not None:
+            if self.train_files is None or self.eval_files is not None:
+                raise ValueError("eval_fraction carves the eval split out of train_files: set train_files "
+                                 "and leave eval_files out")
+        if self.task_type != "classification":
+            self._check_other_task()
+            return
         if (
             self.source is None
             and self.task is None
@@ -154,7 +209,7 @@ class DataSpec:
             raise ValueError("dataset cannot be combined with task or train_files; pick one source")
         if self.dataset_config is not None and self.dataset is None:
             raise ValueError("dataset_config needs dataset to be set")
-        if (self.train_files is None) != (self.eval_files is None):
+        if (self.train_files is None) != (self.eval_files is None) and self.eval_fraction is None:
             raise ValueError(
                 "train_files and eval_files go together: the eval split is never carved from "
                 "train, so pass both"
@@ -188,6 +243,20 @@ class DataSpec:
             raise ValueError(
                 f"eval_split must differ from train_split, both are {self.eval_split!r}"
             )
+
+    def _check_other_task(self) -> None:
+        """Combinations for tasks other than classification: a source, no GLUE columns."""
+        if self.task in GLUE_TASKS or self.task == DEMO_TASK:
+            raise ValueError(f"task={self.task!r} is a classification task, but task_type={self.task_type!r}")
+        if self.source is None and self.dataset is None and self.train_files is None and self.task is None:
+            raise ValueError(f"task_type {self.task_type!r}: no data source: set dataset (a hub name) or "
+                             f"train_files (+ eval_files or eval_fraction)")
+        if self.dataset is not None and self.train_files is not None:
+            raise ValueError("dataset cannot be combined with train_files; pick one source")
+        if (self.train_files is None) != (self.eval_files is None) and self.eval_fraction is None:
+            raise ValueError("train_files needs eval_files, or eval_fraction to carve the eval split out of them")
+        if self.eval_split is not None and self.eval_split == self.train_split:
+            raise ValueError(f"eval_split must differ from train_split, both are {self.eval_split!r}")
 
     def _check_metrics_fit(self) -> None:
         """Metrics against the label type, where the spec already knows it (a preset, the
@@ -240,6 +309,10 @@ class TaskData:
     Attributes:
         source: where the examples came from, for logs (``local:glue/sst2``, ``hub:imdb[...]``).
         max_seq_length: the spec's ``max_seq_length``, the tokenizer's default.
+        task: the configured task (:mod:`rayprune.tasks`); built from the fields above for
+            classification when a source passes none.
+        notes: what loading repaired, dropped or decided (split rule, fixed offsets), one line
+            each, for the CLI's start lines and the parent run.
     """
 
     name: str
@@ -254,6 +327,15 @@ class TaskData:
     label_names: tuple[str, ...] | None = None
     source: str = ""
     max_seq_length: int = 128
+    task: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            from rayprune.tasks.classification import ClassificationTask
+
+            self.task = ClassificationTask(metrics=tuple(self.metrics), label_names=self.label_names,
+                                           classes=self.num_labels)
 
     @property
     def primary_metric(self) -> str:
@@ -298,7 +380,7 @@ def _name_list(value: Any, name: str) -> list[str]:
     return list(value)
 
 
-def _file_list(value: Any, name: str) -> list[str] | None:
+def _file_list(value: Any, name: str, *, any_suffix: bool = False) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, (str, os.PathLike)):
@@ -313,7 +395,7 @@ def _file_list(value: Any, name: str) -> list[str] | None:
     for f in files:
         if "\0" in f:
             raise ValueError(f"{name}: a file path contains a NUL byte: {f!r}")
-        if Path(f).suffix.lower() not in FILE_FORMATS:
+        if not any_suffix and Path(f).suffix.lower() not in FILE_FORMATS:
             raise ValueError(
                 f"{name}: unsupported file type {f!r}; allowed extensions: {sorted(FILE_FORMATS)}"
             )

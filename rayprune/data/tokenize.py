@@ -28,13 +28,21 @@ class TokenizedSplit:
         input_ids: ``(n, L)`` int32 token ids, padded to the split's longest example.
         attention_mask: ``(n, L)`` int8, 1 on real tokens.
         token_type_ids: ``(n, L)`` int8 segment ids for sentence pairs, else ``None``.
-        labels: ``(n,)`` int64 class ids or float32 regression targets.
+        labels: the ``labels`` batch key: ``(n,)`` int64 class ids or float32 regression
+            targets (classification), ``(n, L)`` int64 tag ids with -100 where no word starts
+            (token classification); ``None`` for tasks whose targets are elsewhere (QA).
+        targets: further per-row batch keys (QA's ``start_positions`` / ``end_positions``); a
+            ``(n, L)`` array is cut to each batch's width like the inputs.
+        meta: what the task needs to read predictions back, never batched (QA: the windows'
+            examples and offsets; NER: word ids; classification: a few texts to show).
     """
 
     input_ids: np.ndarray
     attention_mask: np.ndarray
     token_type_ids: np.ndarray | None
-    labels: np.ndarray
+    labels: np.ndarray | None
+    targets: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: Any = None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -83,17 +91,27 @@ class TokenizedSplit:
                 batch["token_type_ids"] = torch.from_numpy(
                     self.token_type_ids[idx, :width].astype(np.int64)
                 )
-            batch["labels"] = torch.from_numpy(self.labels[idx])
+            for key, values in self._batch_targets():
+                rows = values[idx]
+                batch[key] = torch.from_numpy(rows[:, :width] if rows.ndim == 2 else rows)
             yield batch
 
+    def _batch_targets(self):
+        if self.labels is not None:
+            yield "labels", self.labels
+        yield from self.targets.items()
+
     def subset(self, idx) -> "TokenizedSplit":
-        """The examples at ``idx`` (indices or a boolean mask), as a new split."""
+        """The rows at ``idx`` (indices or a boolean mask), as a new split.  ``meta`` is kept as
+        it is: tasks whose meta is per row (QA, NER) subset it themselves."""
         idx = np.asarray(idx)
         return TokenizedSplit(
             input_ids=self.input_ids[idx],
             attention_mask=self.attention_mask[idx],
             token_type_ids=None if self.token_type_ids is None else self.token_type_ids[idx],
-            labels=self.labels[idx],
+            labels=None if self.labels is None else self.labels[idx],
+            targets={k: v[idx] for k, v in self.targets.items()},
+            meta=self.meta,
         )
 
 
@@ -102,29 +120,49 @@ class TokenizedTask:
     """A task ready for training: what the driver puts in Ray's object store for every trial.
 
     Attributes:
-        unlabeled_texts: one string per training example (a pair joined by a space), for
-            masked-language-model stages that need raw text.
+        task: the configured :class:`~rayprune.tasks.base.Task` (head, metrics, floor, ...).
+        unlabeled_texts: one string per training example (a pair joined by a space, a question
+            and its context, a sentence's words), for masked-language-model stages that need
+            raw text.
     """
 
     name: str
     train: TokenizedSplit
     selection: TokenizedSplit
     eval: TokenizedSplit
-    num_labels: int
-    is_regression: bool
-    metrics: tuple[str, ...]
+    task: Any
     unlabeled_texts: list[str] = field(default_factory=list)
     max_seq_length: int = 128
-    label_names: tuple[str, ...] | None = None
 
     @property
     def primary_metric(self) -> str:
-        return self.metrics[0]
+        return self.task.metrics[0]
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(self.task.metrics)
+
+    @property
+    def num_labels(self) -> int:
+        return self.task.num_labels
+
+    @property
+    def is_regression(self) -> bool:
+        return self.task.is_regression
+
+    @property
+    def label_names(self) -> tuple[str, ...] | None:
+        return self.task.label_names
 
 
-def _tokenize_split(
+#: How many eval texts a classification split keeps for the predictions sample shown in MLflow.
+SAMPLE_TEXTS = 20
+
+
+def tokenize_sentences(
     examples: list[dict], task: TaskData, tokenizer: Any, max_seq_length: int
 ) -> TokenizedSplit:
+    """One classification split: one or two text columns per example, one label."""
     label_dtype = np.float32 if task.is_regression else np.int64
     labels = np.asarray([ex[task.label_field] for ex in examples], dtype=label_dtype)
     pair = len(task.text_fields) == 2
@@ -152,17 +190,20 @@ def _tokenize_split(
         attention[i, : len(row)] = 1
         if token_types is not None:
             token_types[i, : len(row)] = types[i]
+    texts = [" / ".join(str(ex[f]) for f in task.text_fields) for ex in examples[:SAMPLE_TEXTS]]
     return TokenizedSplit(
-        input_ids=input_ids, attention_mask=attention, token_type_ids=token_types, labels=labels
+        input_ids=input_ids, attention_mask=attention, token_type_ids=token_types, labels=labels,
+        meta={"texts": texts},
     )
 
 
 def tokenize_task(
     task: TaskData, tokenizer: Any, *, max_seq_length: int | None = None
 ) -> TokenizedTask:
-    """Tokenize every split of ``task`` once, for all trials of a search.
+    """Tokenize every split of ``task`` once, for all trials of a search (its task decides how:
+    :meth:`rayprune.tasks.base.Task.tokenize`).
 
-    Sentence pairs are encoded as pairs (``[CLS] a [SEP] b [SEP]`` for BERT) with
+    Classification: sentence pairs are encoded as pairs (``[CLS] a [SEP] b [SEP]`` for BERT) with
     ``longest_first`` truncation.  Single-sentence tasks carry no ``token_type_ids`` (they would
     all be 0, which is the model's default).
 
@@ -186,17 +227,11 @@ def tokenize_task(
             "the tokenizer has no pad token; set one, e.g. "
             "tokenizer.pad_token = tokenizer.eos_token"
         )
-    splits = {
-        name: _tokenize_split(getattr(task, name), task, tokenizer, max_seq_length)
-        for name in ("train", "selection", "eval")
-    }
+    splits = task.task.tokenize(task, tokenizer, max_seq_length)
     return TokenizedTask(
         name=task.name,
         **splits,
-        num_labels=task.num_labels,
-        is_regression=task.is_regression,
-        metrics=tuple(task.metrics),
-        unlabeled_texts=[" ".join(ex[f] for f in task.text_fields) for ex in task.train],
+        task=task.task,
+        unlabeled_texts=[" ".join(str(ex[f]) for f in task.text_fields) for ex in task.train],
         max_seq_length=max_seq_length,
-        label_names=task.label_names,
     )

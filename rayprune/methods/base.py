@@ -138,6 +138,8 @@ class TrainingContext:
         schedule: the run's sparsity schedule (MGPP anneals its prior over the ramp).
         resuming: the trial restores a checkpoint right after ``prepare`` (skip one-off stages).
         seed: the trial's seed.
+        task: the trial's :class:`~rayprune.tasks.base.Task` (distilling methods ask it for the
+            soft-target loss of its head's outputs, e.g. start/end logits for QA).
     """
 
     total_steps: int
@@ -155,6 +157,7 @@ class TrainingContext:
     resuming: bool = False
     seed: int = 0
     extras: dict = field(default_factory=dict)
+    task: Any = None
 
 
 class PruningMethod:

@@ -78,8 +78,6 @@ def establish_criteria(prepared, settings, *, train_reference: bool = True, log=
         SpecError: ``reference: none`` with a distilling space, or ``min_retained`` (as an
             objective bound or a constraint) without a reference.
     """
-    from rayprune.metrics import constant_floor
-
     spec, data = prepared.spec, prepared.data
     objective = objective_options(spec)
     options = reference_options(spec)
@@ -97,10 +95,10 @@ def establish_criteria(prepared, settings, *, train_reference: bool = True, log=
         reference = ensure_reference(prepared.search_dir, settings, data, model=options["model"],
                                      steps=options["steps"], learning_rate=options["learning_rate"], log=log)
     reference_metric = float(reference.metrics[settings.metric]) if reference is not None else None
-    floor = constant_floor(settings.metric, np.asarray(data.eval.labels), is_regression=data.is_regression)
-    log(f"floor: {settings.metric}={floor:.4f} (the best constant predictor on the eval split)")
+    floor = data.task.floor(settings.metric, data)
+    log(f"floor: {settings.metric}={floor:.4f} ({data.task.floor_description()})")
     criteria = Criteria(
-        metric=settings.metric, floor=float(floor), eval_examples=len(data.eval),
+        metric=settings.metric, floor=float(floor), eval_examples=data.task.eval_size(data.eval),
         reference_metric=reference_metric, min_metric=objective["min_metric"],
         min_retained=objective["min_retained"], constraints=objective["constraints"],
     )

@@ -51,8 +51,7 @@ def prepare_search(spec: SearchSpec, *, output: str | Path = "rayprune_runs", da
     if not model_name.startswith("bundled:") and local.exists():
         model_name = str(local.resolve())  # trials run in their own directories
     try:
-        _, tokenizer = load_model_and_tokenizer(model_name, num_labels=task.num_labels, is_regression=task.is_regression,
-                                                trust_remote_code=spec.trust_remote_code)
+        _, tokenizer = load_model_and_tokenizer(model_name, task=task.task, trust_remote_code=spec.trust_remote_code)
     except ValueError as err:
         raise SpecError(f"{spec.path}: model: {err}") from None
     data = tokenize_task(task, tokenizer, max_seq_length=spec.data.max_seq_length)
@@ -67,8 +66,9 @@ def prepare_search(spec: SearchSpec, *, output: str | Path = "rayprune_runs", da
     )
     search_dir = (Path(output) / spec.name).resolve()
     data_info = {
+        **task.task.to_info(),
         "task": task.name, "num_labels": task.num_labels, "is_regression": task.is_regression,
-        "metrics": list(task.metrics), "train_examples": len(data.train),
+        "metrics": list(task.metrics), "notes": list(task.notes), "train_examples": len(data.train),
         "selection_examples": len(data.selection), "eval_examples": len(data.eval),
         "max_seq_length": spec.data.max_seq_length, "data_dir": data_dir,
     }

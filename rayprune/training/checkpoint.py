@@ -138,17 +138,18 @@ def load_checkpoint(directory: Path, model, optimizer, lr_scheduler, method) -> 
 
 
 def load_trained(checkpoint_dir: Path, config: TrialConfig, settings: TrialSettings, data_info) -> tuple[nn.Module, PruningMethod | None]:
-    """Rebuild a trial's model and method from its checkpoint (for export)."""
-    model, _ = load_model_and_tokenizer(
-        settings.model, num_labels=data_info["num_labels"], is_regression=data_info["is_regression"],
-        trust_remote_code=settings.trust_remote_code,
-    )
+    """Rebuild a trial's model and method from its checkpoint (for export); ``data_info`` is the
+    ``data`` section of ``search.json`` (the task it ran)."""
+    from rayprune.tasks import task_from_info
+
+    task = task_from_info(data_info)
+    model, _ = load_model_and_tokenizer(settings.model, task=task, trust_remote_code=settings.trust_remote_code)
     method, schedule = build_method(config)
     if method is not None:
         # resuming: the weights come from the checkpoint, so prepare must not train (RPP's mlm
         # stage) or depend on the training data.
         ctx = TrainingContext(total_steps=settings.steps, schedule=schedule, resuming=True,
-                              num_labels=data_info["num_labels"], is_regression=data_info["is_regression"])
+                              num_labels=task.num_labels, is_regression=task.is_regression, task=task)
         method.prepare(model, prunable_targets(model, method.default_scope), ctx)
     load_checkpoint(Path(checkpoint_dir), model, None, None, method)
     return model, method

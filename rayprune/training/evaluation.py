@@ -1,31 +1,22 @@
-"""Evaluation of a model on a tokenised split: logits in order, then the task's metrics."""
+"""Evaluation of a model on a tokenised split: the task predicts, post-processes and scores
+(:meth:`rayprune.tasks.base.Task.evaluate`)."""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
-
-from rayprune.metrics import compute_metrics
 
 __all__ = ["predict", "evaluate"]
 
 
-@torch.no_grad()
-def predict(model: nn.Module, split, batch_size: int) -> np.ndarray:
-    """Logits of ``model`` over a tokenized split, in order."""
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    for batch in split.batches(batch_size, shuffle=False):
-        batch.pop("labels", None)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out.append(model(**batch).logits.float().cpu().numpy())
-    model.train()
-    return np.concatenate(out) if out else np.zeros((0, 1))
+def predict(model: nn.Module, split, batch_size: int, task=None) -> np.ndarray:
+    """Logits of a sequence classifier over a tokenized split, in order."""
+    from rayprune.tasks.base import Task
+    from rayprune.tasks.classification import predict_logits
+
+    return predict_logits(model, split, batch_size, task if task is not None else Task())
 
 
 def evaluate(model: nn.Module, split, data, batch_size: int) -> dict[str, float]:
-    """Task metrics of ``model`` on ``split`` (``data`` is the TokenizedTask)."""
-    logits = predict(model, split, batch_size)
-    return compute_metrics(data.metrics, logits, np.asarray(split.labels), is_regression=data.is_regression)
+    """The task's metrics of ``model`` on ``split`` (``data`` is the TokenizedTask)."""
+    return data.task.evaluate(model, split, batch_size)

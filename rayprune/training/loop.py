@@ -25,7 +25,7 @@ from rayprune.methods import PruningMethod, SparsitySchedule, TrainingContext
 from rayprune.models import load_model_and_tokenizer, prunable_targets
 from rayprune.training.checkpoint import CheckpointBudget, load_checkpoint, save_checkpoint, state_bytes
 from rayprune.training.config import TrialConfig, TrialSettings, build_method, eval_steps
-from rayprune.training.evaluation import evaluate
+from rayprune.methods.dense import DenseMethod
 from rayprune.training.precision import Precision
 
 __all__ = ["run_training", "method_step_hooks", "load_teacher", "distillation_loss", "TrialFailed",
@@ -46,14 +46,11 @@ class TrialFailed(RuntimeError):
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
                       *, is_regression: bool = False) -> torch.Tensor:
-    """Soft-target loss from the dense reference: ``T^2 KL(softmax(t/T) || softmax(s/T))`` averaged
-    over the batch (Hinton et al. 2015; the T^2 keeps its gradient scale independent of T), or the
-    mean squared difference of the predictions for regression."""
-    if is_regression:
-        return torch.nn.functional.mse_loss(student_logits.float(), teacher_logits.float())
-    log_student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_teacher = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    return torch.nn.functional.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True) * temperature ** 2
+    """Soft-target loss over one logit vector per row (kept for callers from before tasks; the
+    loop asks the task: :meth:`rayprune.tasks.base.Task.distillation_loss`)."""
+    from rayprune.tasks.classification import logits_distillation_loss
+
+    return logits_distillation_loss(student_logits, teacher_logits, temperature, is_regression=is_regression)
 
 
 def _distill_options(config: TrialConfig) -> tuple[float, float]:
@@ -81,12 +78,15 @@ def _cycle_batches(split, batch_size: int, seed: int, start_step: int = 0):
         epoch += 1
 
 
-def load_teacher(teacher_dir: str | None) -> nn.Module:
-    from transformers import AutoModelForSequenceClassification
-
+def load_teacher(teacher_dir: str | None, task=None) -> nn.Module:
+    """The dense reference, frozen, with the head of ``task`` (a sequence classifier without one)."""
     if not teacher_dir:
         raise ValueError("this method needs a dense teacher, but the trial was given none")
-    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    if task is None:
+        from transformers import AutoModelForSequenceClassification as auto_class
+    else:
+        auto_class = task.model_class()
+    teacher = auto_class.from_pretrained(teacher_dir)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -167,111 +167,48 @@ def run_training(
 ) -> tuple[nn.Module, PruningMethod | None, dict]:
     """Fine-tune and prune one model; return (model, method, last metrics).
 
+    The loop: a batch, the forward, the loss (the task's, or the method's, plus distillation and
+    the method's extra loss), backward, the method's hooks (:func:`method_step_hooks`), and every
+    ``eval_interval`` steps the task's evaluation, reported with a checkpoint writer.  What the
+    head is lives in ``data.task``; what the method does lives in its hooks (a dense trial gets
+    :class:`~rayprune.methods.dense.DenseMethod`, which does nothing).
+
     Args:
         config: the trial's searched values.
         settings: what all trials share.
-        data: a ``TokenizedTask`` (train/selection/eval splits, metrics).
+        data: a ``TokenizedTask`` (train/selection/eval splits and the task).
         report: called after every evaluation with the metrics and a function that writes a
             checkpoint into a directory (or None when no checkpoint is due: the final evaluation
             always checkpoints, the others within ``settings.checkpoint_budget``).
         resume_from: a checkpoint directory written by that function.
         progress: called with (step, total) after every step (progress bars).
+
+    Returns:
+        the model, the method (``None`` for a dense trial) and the last evaluation's metrics.
     """
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    torch.manual_seed(config.seed)
-    model, tokenizer = load_model_and_tokenizer(
-        settings.model, num_labels=data.num_labels, is_regression=data.is_regression,
-        trust_remote_code=settings.trust_remote_code,
-    )
-    # Ray gives a trial with `gpu` resources its own CUDA_VISIBLE_DEVICES; otherwise the CPU.
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = Precision.create(settings.precision, device)
-    model.to(device).train()
-    method, schedule = build_method(config)
-    alpha, temperature = _distill_options(config)
-    teacher = None
+    trial = _Trial(config, settings, data, resume_from)
+    model, method, task, precision = trial.model, trial.method, data.task, trial.precision
     total = settings.steps
-    context = TrainingContext(
-        total_steps=total,
-        num_train_examples=len(data.train),
-        num_labels=data.num_labels,
-        is_regression=data.is_regression,
-        learning_rate=config.learning_rate,
-        evaluate_selection=(
-            (lambda m: evaluate(m, data.selection, data, settings.eval_batch_size)[settings.metric])
-            if len(data.selection) else None
-        ),
-        tokenizer=tokenizer,
-        unlabeled_texts=getattr(data, "unlabeled_texts", ()),
-        max_seq_length=getattr(data, "max_seq_length", 128),
-        schedule=schedule,
-        device=device,
-        resuming=resume_from is not None,
-        seed=config.seed,
-    )
-    if method is not None:
-        targets = prunable_targets(model, method.default_scope)
-        method.prepare(model, targets, context)
-    if (method is not None and method.needs_teacher) or alpha > 0:
-        teacher = load_teacher(settings.teacher_dir).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if method is not None:
-        params += list(method.extra_parameters())
-    optimizer = precision.optimizer(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    if settings.compile:
-        model.compile()  # in place: parameter names and tensors stay those the method holds
-    from transformers import get_linear_schedule_with_warmup
-
-    lr_scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total), total
-    )
-    start_step = 0
-    if resume_from is not None:
-        start_step = load_checkpoint(Path(resume_from), model, optimizer, lr_scheduler, method)
-        precision.load(Path(resume_from))
-
-    def optimizer_step(finite: bool) -> None:
-        precision.step(optimizer, finite=finite)  # skipped (and the fp16 scale backed off) if not finite
-        lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-
     evals = set(eval_steps(total, settings.eval_interval))
-    batches = _cycle_batches(data.train, config.batch_size, config.seed, start_step=start_step)
-    want_hidden = bool(method is not None and method.needs_hidden_states)
+    batches = _cycle_batches(data.train, config.batch_size, config.seed, start_step=trial.start_step)
     losses: list[float] = []
     metrics: dict = {}
     checkpoints = CheckpointBudget(settings.checkpoint_budget)
     t0 = time.perf_counter()
-    for step in range(start_step, total):
-        context.step = step
-        context.learning_rate = lr_scheduler.get_last_lr()[0]
+    for step in range(trial.start_step, total):
+        trial.context.step = step
+        trial.context.learning_rate = trial.lr_scheduler.get_last_lr()[0]
         batch = precision.to_device(next(batches))
         with precision.autocast():  # forwards and losses; backward and the hooks run outside
-            outputs = model(**batch, output_hidden_states=want_hidden)
-            teacher_outputs = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_outputs = teacher(
-                        **{k: v for k, v in batch.items() if k != "labels"}, output_hidden_states=want_hidden
-                    )
-            loss = extra = None
-            if method is not None:
-                loss = method.task_loss(outputs, batch, teacher_outputs)
-                extra = method.extra_loss(outputs, batch, teacher_outputs)
-            if loss is None:
-                loss = outputs.loss
-                if alpha > 0:  # the method keeps the default task loss: distil from the reference
-                    loss = (1 - alpha) * loss + alpha * distillation_loss(
-                        outputs.logits, teacher_outputs.logits, temperature, is_regression=data.is_regression)
+            loss, extra = trial.losses(batch)
         precision.backward(loss, retain_graph=extra is not None)
         # fp16: true gradients before clipping and before the method reads them; an overflowed
         # step is skipped whole (no statistics, no update), only the masking schedule goes on.
-        finite = precision.unscale(optimizer)
+        finite = precision.unscale(trial.optimizer)
         if finite and settings.max_grad_norm:  # the task gradient only (see rayprune/methods/base.py)
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trial.params, settings.max_grad_norm)
         finite = method_step_hooks(
-            method, model, step=step, total=total, schedule=schedule, optimizer_step=optimizer_step,
+            method, model, step=step, total=total, schedule=trial.schedule, optimizer_step=trial.optimizer_step,
             extra_backward=None if extra is None else functools.partial(precision.backward_extra, extra),
             finite=finite,
         )
@@ -281,47 +218,139 @@ def run_training(
         if progress is not None:
             progress(step + 1, total)
         done = step + 1
-        if done in evals:
-            metrics = evaluate(model, data.eval, data, settings.eval_batch_size)
-            _check_finite(model, metrics, settings.metric, done)
-            if settings.reference_metric:
-                metrics["retained"] = metrics[settings.metric] / settings.reference_metric
-            metrics.update(_sparsity_metrics(model, method))
-            if done == total:
-                _check_sparsity(config, method, metrics)
-                metrics.update(_constraint_measurements(model, method, data, settings, device))
-            if method is not None:
-                metrics.update({f"method/{k}": float(v) for k, v in method.diagnostics().items()})
-            metrics["precision"] = precision.name
-            if precision.scaler is not None:
-                metrics["skipped_steps"] = precision.skipped_steps
-            metrics.update(
-                target_sparsity=config.target_sparsity,
-                scheduled_sparsity=schedule.sparsity_at(step, total) if schedule else 0.0,
-                train_loss=float(np.mean(losses)) if losses else float("nan"),
-                step=done,
-                budget_fraction=done / total,
-                seconds=time.perf_counter() - t0,
-            )
-            losses = []
-            if report is None:
-                continue
-            final = done == total
-            # The final checkpoint leaves the optimizer out (no step is left to take).
-            kept_optimizer = None if final else optimizer
-            size = state_bytes(model, kept_optimizer)
-            due = checkpoints.due(elapsed_s=time.perf_counter() - t0, size_bytes=size, final=final)
+        if done not in evals:
+            continue
+        metrics = trial.evaluate(done)
+        metrics.update(train_loss=float(np.mean(losses)) if losses else float("nan"),
+                       seconds=time.perf_counter() - t0)
+        losses = []
+        if report is None:
+            continue
+        final = done == total
+        kept_optimizer = None if final else trial.optimizer  # the final checkpoint needs no optimizer
+        size = state_bytes(model, kept_optimizer)
+        due = checkpoints.due(elapsed_s=time.perf_counter() - t0, size_bytes=size, final=final)
+        started = time.perf_counter()
+        report(dict(metrics), functools.partial(trial.write_checkpoint, step=done, optimizer=kept_optimizer)
+               if due else None)
+        if due:
+            checkpoints.record(time.perf_counter() - started, size)
+    return model, (None if trial.dense else method), metrics
 
-            def write_checkpoint(directory: Path, _step=done, _optimizer=kept_optimizer):
-                save_checkpoint(Path(directory), model, _optimizer, lr_scheduler if _optimizer is not None else None,
-                                method, _step, config)
-                precision.save(Path(directory))
 
-            started = time.perf_counter()
-            report(dict(metrics), write_checkpoint if due else None)
-            if due:
-                checkpoints.record(time.perf_counter() - started, size)
-    return model, method, metrics
+class _Trial:
+    """Everything one trial builds before its first step: the model with the task's head, the
+    method (or the null one) and its schedule, the teacher when one is needed, the optimizer,
+    the learning-rate schedule, mixed precision, and the restored state when resuming."""
+
+    def __init__(self, config: TrialConfig, settings: TrialSettings, data, resume_from: Path | None):
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        torch.manual_seed(config.seed)
+        self.config, self.settings, self.data, self.task = config, settings, data, data.task
+        self.model, tokenizer = load_model_and_tokenizer(settings.model, task=self.task,
+                                                         trust_remote_code=settings.trust_remote_code)
+        # Ray gives a trial with `gpu` resources its own CUDA_VISIBLE_DEVICES; otherwise the CPU.
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.precision = Precision.create(settings.precision, self.device)
+        self.model.to(self.device).train()
+        method, self.schedule = build_method(config)
+        self.dense = method is None
+        self.method = DenseMethod() if method is None else method
+        self.alpha, self.temperature = _distill_options(config)
+        self.context = TrainingContext(
+            total_steps=settings.steps,
+            num_train_examples=len(data.train),
+            num_labels=self.task.num_labels,
+            is_regression=self.task.is_regression,
+            learning_rate=config.learning_rate,
+            evaluate_selection=(
+                (lambda m: self.task.evaluate(m, data.selection, settings.eval_batch_size)[settings.metric])
+                if len(data.selection) else None
+            ),
+            tokenizer=tokenizer,
+            unlabeled_texts=getattr(data, "unlabeled_texts", ()),
+            max_seq_length=getattr(data, "max_seq_length", 128),
+            schedule=self.schedule,
+            device=self.device,
+            resuming=resume_from is not None,
+            seed=config.seed,
+            task=self.task,
+        )
+        self.scope = self.method.default_scope if not self.dense else "encoder_linear"
+        self.method.prepare(self.model, prunable_targets(self.model, self.scope), self.context)
+        self.teacher = None
+        if self.method.needs_teacher or self.alpha > 0:
+            self.teacher = load_teacher(settings.teacher_dir, self.task).to(self.device)
+        self.want_hidden = bool(self.method.needs_hidden_states)
+        self.params = [p for p in self.model.parameters() if p.requires_grad] + list(self.method.extra_parameters())
+        self.optimizer = self.precision.optimizer(self.params, lr=config.learning_rate,
+                                                  weight_decay=config.weight_decay)
+        if settings.compile:
+            self.model.compile()  # in place: parameter names and tensors stay those the method holds
+        from transformers import get_linear_schedule_with_warmup
+
+        self.lr_scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(config.warmup_ratio * settings.steps), settings.steps)
+        self.start_step = 0
+        if resume_from is not None:
+            self.start_step = load_checkpoint(Path(resume_from), self.model, self.optimizer, self.lr_scheduler,
+                                              self.method)
+            self.precision.load(Path(resume_from))
+
+    def losses(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(task loss, the method's extra loss or None) of one training batch: the method may
+        replace the task's loss (``task_loss``); otherwise the task's, mixed with distillation
+        from the dense reference when ``distill.alpha > 0``."""
+        outputs = self.model(**batch, output_hidden_states=self.want_hidden)
+        teacher_outputs = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_outputs = self.teacher(**self.task.model_inputs(batch), output_hidden_states=self.want_hidden)
+        loss = self.method.task_loss(outputs, batch, teacher_outputs)
+        extra = self.method.extra_loss(outputs, batch, teacher_outputs)
+        if loss is None:
+            loss = self.task.loss(outputs, batch)
+            if self.alpha > 0:
+                loss = (1 - self.alpha) * loss + self.alpha * self.task.distillation_loss(
+                    outputs, teacher_outputs, batch, self.temperature)
+        return loss, extra
+
+    def optimizer_step(self, finite: bool) -> None:
+        self.precision.step(self.optimizer, finite=finite)  # skipped (and the fp16 scale backed off) if not finite
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def evaluate(self, done: int) -> dict:
+        """The report of an evaluation after ``done`` steps: the task's metrics, ``retained``,
+        the measured sparsity, the method's diagnostics and the run's counters.  The task metric
+        and sparsity come first (MLflow lists metrics in the order they were logged)."""
+        config, settings, total = self.config, self.settings, self.settings.steps
+        metrics = self.task.evaluate(self.model, self.data.eval, settings.eval_batch_size)
+        _check_finite(self.model, metrics, settings.metric, done)
+        if settings.reference_metric:
+            metrics["retained"] = metrics[settings.metric] / settings.reference_metric
+        metrics.update(_sparsity_metrics(self.model, self.scope))
+        if done == total:
+            _check_sparsity(config, None if self.dense else self.method, metrics)
+            metrics.update(_constraint_measurements(self.model, None if self.dense else self.method, self.data,
+                                                    settings, self.device))
+        metrics.update({f"method/{k}": float(v) for k, v in self.method.diagnostics().items()})
+        metrics["precision"] = self.precision.name
+        if self.precision.scaler is not None:
+            metrics["skipped_steps"] = self.precision.skipped_steps
+        metrics.update(
+            target_sparsity=config.target_sparsity,
+            scheduled_sparsity=self.schedule.sparsity_at(done - 1, total) if self.schedule else 0.0,
+            step=done,
+            budget_fraction=done / total,
+        )
+        return metrics
+
+    def write_checkpoint(self, directory: Path, *, step: int, optimizer) -> None:
+        save_checkpoint(Path(directory), self.model, optimizer, self.lr_scheduler if optimizer is not None else None,
+                        None if self.dense else self.method, step, self.config)
+        self.precision.save(Path(directory))
 
 
 def _check_finite(model: nn.Module, metrics: dict, metric: str, step: int) -> None:
@@ -368,16 +397,14 @@ def _constraint_measurements(model: nn.Module, method: PruningMethod | None, dat
         out["parameters"] = float(measure.count_parameters(deployed, nonzero=not (method is not None and method.structured)))
     if "max_latency_ms" in wanted:
         batch = next(iter(data.eval.batches(LATENCY_BATCH, shuffle=False)))
-        batch.pop("labels", None)
-        inputs = {k: v.to(device) for k, v in batch.items()}
+        inputs = {k: v.to(device) for k, v in data.task.model_inputs(batch).items()}
         out["latency_ms"] = 1000.0 * measure.measure_latency(deployed, inputs).median_s
         model.train()
     return out
 
 
-def _sparsity_metrics(model: nn.Module, method: PruningMethod | None) -> dict[str, float]:
+def _sparsity_metrics(model: nn.Module, scope: str) -> dict[str, float]:
     """Measured sparsity of the prunable set (``sparsity``) and of all encoder parameters."""
-    scope = method.default_scope if method is not None else "encoder_linear"
     return {
         "sparsity": measure.sparsity(model, prunable_targets(model, scope)),
         "sparsity_encoder": measure.encoder_sparsity(model),

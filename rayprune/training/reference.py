@@ -92,6 +92,5 @@ def _evaluate_given(path: str, settings, data) -> dict:
     from rayprune.models import load_model_and_tokenizer
     from rayprune.training.evaluation import evaluate
 
-    model, _ = load_model_and_tokenizer(path, num_labels=data.num_labels, is_regression=data.is_regression,
-                                        trust_remote_code=settings.trust_remote_code)
+    model, _ = load_model_and_tokenizer(path, task=data.task, trust_remote_code=settings.trust_remote_code)
     return evaluate(model, data.eval, data, settings.eval_batch_size)

@@ -52,8 +52,7 @@ def train_from_config(path: str | Path, *, out: str | Path | None = None, data_d
         task = load_task(data_spec, data_dir=data_dir or raw.get("data_dir"))
     except (TypeError, ValueError, FileNotFoundError) as err:
         raise SpecError(f"{path}: data: {err}") from None
-    _, tokenizer = load_model_and_tokenizer(settings.model, num_labels=task.num_labels, is_regression=task.is_regression,
-                                            trust_remote_code=settings.trust_remote_code)
+    _, tokenizer = load_model_and_tokenizer(settings.model, task=task.task, trust_remote_code=settings.trust_remote_code)
     data = tokenize_task(task, tokenizer, max_seq_length=data_spec.max_seq_length)
     from tqdm.auto import tqdm
 

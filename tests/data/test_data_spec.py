@@ -211,6 +211,10 @@ PLAUSIBLE = {
     "selection_fraction": [0.0, 0.1, 0.5, 0.999, 1.0, -0.1],
     "seed": [0, 1, 7, -1],
     "source": ["demo", "hub", "files", "glue_dir", "nope"],
+    "task_type": ["classification", "nope", "squad", ""],
+    "task_options": [{}, {"x": 1}, None, "doc_stride"],
+    "eval_fraction": [0.2, 0.5, 0.0, 1.0, "0.2", -0.5],
+    "group_field": ["title", "label", ""],
 }
 WEIRD = [None, True, False, 0, -1, 10**400, 2**63, 1.5, 3.0, float("nan"), float("inf"),
          -float("inf"), "", " ", "\u00e9\u6f22\U0001f600", "\udcff", "x" * 10_000, [], [1, 2],

@@ -63,23 +63,51 @@ def load(spec: DataSpec, data_dir: str | None) -> TaskData:
     """Read ``spec.train_files`` and ``spec.eval_files`` (``data_dir`` is not used)."""
     if spec.train_files is None:
         raise ValueError("source 'files' needs train_files and eval_files")
+    if spec.task_type != "classification":  # SQuAD JSON, CoNLL columns: the task reads its formats
+        from rayprune.tasks import get_task
+
+        return get_task(spec.task_type).load(spec, data_dir)
     preset = GLUE_TASKS.get(spec.task) if spec.task else None
     text_fields = tuple(spec.text_fields or preset.text_fields)
     label_field = spec.label_field
     fields = [*text_fields, label_field]
     train_ds = read_data_files(spec.train_files)
-    eval_ds = read_data_files(spec.eval_files)
-    where = (f"train_files {spec.train_files}", f"eval_files {spec.eval_files}")
-    return finalize_task(
+    notes: list[str] = []
+    if spec.eval_fraction is not None:
+        where = (f"train_files {spec.train_files} (train part)", f"train_files {spec.train_files} (eval part)")
+        train_cols, eval_cols, note = carve_columns(
+            dataset_columns(train_ds, fields + ([spec.group_field] if spec.group_field else []), where[0]),
+            spec, f"train_files {spec.train_files}")
+        notes.append(note)
+    else:
+        eval_ds = read_data_files(spec.eval_files)
+        where = (f"train_files {spec.train_files}", f"eval_files {spec.eval_files}")
+        train_cols = dataset_columns(train_ds, fields, where[0])
+        eval_cols = dataset_columns(eval_ds, fields, where[1])
+    task = finalize_task(
         spec,
         preset.name if preset else Path(spec.train_files[0]).stem,
-        dataset_columns(train_ds, fields, where[0]),
-        dataset_columns(eval_ds, fields, where[1]),
+        train_cols,
+        eval_cols,
         text_fields=text_fields,
         label_field=label_field,
         num_labels=preset.num_labels if preset else None,
         label_names=class_names(train_ds, label_field) or (preset.label_names if preset else None),
         default_metrics=preset.metrics if preset else None,
-        source="files:" + ",".join(spec.train_files + spec.eval_files),
+        source="files:" + ",".join(spec.train_files + (spec.eval_files or [])),
         where=where,
     )
+    task.notes.extend(notes)
+    return task
+
+
+def carve_columns(cols: dict[str, list], spec: DataSpec, where: str) -> tuple[dict, dict, str]:
+    """Split one set of columns into (train, eval) by ``spec.group_field`` (data/splits.py)."""
+    from rayprune.data.splits import describe_carve, eval_mask_by_group
+
+    n = len(next(iter(cols.values()))) if cols else 0
+    keys = cols[spec.group_field] if spec.group_field else [None] * n
+    mask = eval_mask_by_group(keys, spec.eval_fraction, spec.seed, where=where, group_field=spec.group_field)
+    train = {c: [v for v, m in zip(values, mask) if not m] for c, values in cols.items()}
+    evals = {c: [v for v, m in zip(values, mask) if m] for c, values in cols.items()}
+    return train, evals, describe_carve(mask, keys, spec.eval_fraction, spec.seed, spec.group_field)

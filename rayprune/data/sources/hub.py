@@ -43,6 +43,10 @@ def _hub_split(dd: Any, split: str, name: str) -> Any:
 
 def load(spec: DataSpec, data_dir: str | None) -> TaskData:
     """Download (or read from the ``datasets`` cache) and finalize; ``data_dir`` is not used."""
+    if spec.task_type != "classification":  # the task knows its columns (question/context/answers, tokens/tags)
+        from rayprune.tasks import get_task
+
+        return get_task(spec.task_type).load(spec, data_dir)
     preset = GLUE_TASKS.get(spec.task) if spec.task else None
     if preset is None and spec.dataset is None:
         raise ValueError(
