@@ -99,13 +99,23 @@ def json_schema() -> dict:
         for f in dataclasses.fields(options):
             space[f"{method}.{f.name}"] = _searchable(_field(options, f.name))
 
+    from rayprune.tasks import available_tasks
+
+    data = section_schema(DataSpec, TOP_KEYS["data"])
+    data["properties"]["task_type"] = {
+        "enum": [*available_tasks(), None],
+        "description": "what the head does (rayprune.tasks); default classification, or the preset's"}
+    data["properties"]["task_options"] = {
+        "type": ["object", "null"],
+        "description": "the task type's own options (extractive_qa: doc_stride, max_answer_length, n_best_size; "
+                       "token_classification: tag_scheme), checked by the task"}
     reference = section_schema(ReferenceSection, TOP_KEYS["reference"])
     reference_or_none = {"anyOf": [reference, {"const": "none"}], "description": TOP_KEYS["reference"]}
     properties = {
         "name": {"type": "string", "minLength": 1, "pattern": "^[^/\\\\]+$", "description": TOP_KEYS["name"]},
         "model": {"type": "string", "minLength": 1, "description": TOP_KEYS["model"]},
         "trust_remote_code": {"type": "boolean", "description": TOP_KEYS["trust_remote_code"]},
-        "data": section_schema(DataSpec, TOP_KEYS["data"]),
+        "data": data,
         "objective": section_schema(ObjectiveSection, TOP_KEYS["objective"]),
         "training": section_schema(TrainingSection, TOP_KEYS["training"]),
         "budget": section_schema(BudgetSection, TOP_KEYS["budget"]),
