@@ -197,6 +197,11 @@ def tokenize_sentences(
     )
 
 
+def _as_text(value: Any) -> str:
+    """A text column's value as running text (NER's word lists are joined by spaces)."""
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def tokenize_task(
     task: TaskData, tokenizer: Any, *, max_seq_length: int | None = None
 ) -> TokenizedTask:
@@ -232,6 +237,6 @@ def tokenize_task(
         name=task.name,
         **splits,
         task=task.task,
-        unlabeled_texts=[" ".join(str(ex[f]) for f in task.text_fields) for ex in task.train],
+        unlabeled_texts=[" ".join(_as_text(ex[f]) for f in task.text_fields) for ex in task.train],
         max_seq_length=max_seq_length,
     )

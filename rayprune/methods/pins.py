@@ -195,14 +195,24 @@ class PINSMethod(PlatonMethod):
     def task_loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], teacher_outputs: Any):
         """``mean_i(α_i·KD_i + (1 − α_i)·CE_i)`` against the self-teacher; ``None`` before it
         exists, without labels in the batch, for regression or with ``self_distill=False``."""
-        if not self._distilling() or self._teacher is None or "labels" not in batch:
+        task = self.context.task if self.context is not None else None
+        if not self._distilling() or self._teacher is None:
             return None
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        with torch.no_grad():
-            teacher_logits = self._teacher(**inputs).logits
-        return self_distillation_loss(
-            outputs.logits, teacher_logits, batch["labels"], float(self.options.temperature)
-        ).mean()
+        if task is None:  # driven without a task (unit tests): one classification row per example
+            if "labels" not in batch:
+                return None
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            with torch.no_grad():
+                teacher_outputs = self._teacher(**inputs)
+            rows = [(outputs.logits, batch["labels"])]
+            teacher_rows = [(teacher_outputs.logits, None)]
+        else:  # QA: start and end positions; NER: the labelled tokens (Task.logit_rows)
+            with torch.no_grad():
+                teacher_outputs = self._teacher(**task.model_inputs(batch))
+            rows, teacher_rows = task.logit_rows(outputs, batch), task.logit_rows(teacher_outputs, batch)
+        losses = [self_distillation_loss(s, t, labels, float(self.options.temperature)).mean()
+                  for (s, labels), (t, _) in zip(rows, teacher_rows) if labels is not None and s.shape[0]]
+        return sum(losses) / len(losses) if losses else None
 
     def finalize(self) -> nn.Module:
         self._teacher = None

@@ -152,10 +152,26 @@ class Task:
         targets (cross-entropy over classes, tags, or start and end positions)."""
         return outputs.loss
 
+    def logit_rows(self, outputs: Any, batch: dict) -> list[tuple["torch.Tensor", "torch.Tensor | None"]]:
+        """The head's outputs as classification problems: a list of ``(logits (rows, classes),
+        labels (rows,) or None)``.  Classification: one row per example; QA: the start logits and
+        the end logits (one row per window, over its positions); NER: one row per token that
+        carries a label.  Distilling methods (GRAIN's soft targets, PINS' self-distillation)
+        work on these rows, so they run on every task without naming one.  The rows of a
+        teacher's outputs are taken with the same ``batch``, so they line up."""
+        raise NotImplementedError(f"{type(self).__name__} must implement logit_rows(outputs, batch)")
+
     def distillation_loss(self, outputs: Any, teacher_outputs: Any, batch: dict,
-                          temperature: float) -> "torch.Tensor":  # pragma: no cover
-        """Soft-target loss of the student's outputs against the dense reference's."""
-        raise NotImplementedError
+                          temperature: float) -> "torch.Tensor":
+        """Soft-target loss of the student's outputs against the dense reference's: the mean over
+        :meth:`logit_rows`' problems of ``T^2 KL(teacher || student)`` per row (Hinton et al.)."""
+        from rayprune.tasks.classification import logits_distillation_loss
+
+        pairs = zip(self.logit_rows(outputs, batch), self.logit_rows(teacher_outputs, batch))
+        losses = [logits_distillation_loss(s, t.detach(), temperature) for (s, _), (t, _) in pairs if s.shape[0]]
+        if not losses:  # no labelled token in the batch (NER): nothing to match
+            return outputs.loss * 0.0 if getattr(outputs, "loss", None) is not None else None
+        return sum(losses) / len(losses)
 
     # ------------------------------------------------------------------ evaluation
 

@@ -72,6 +72,9 @@ class ClassificationTask(Task):
         return {name: tokenize_sentences(getattr(task_data, name), task_data, tokenizer, max_seq_length)
                 for name in ("train", "selection", "eval")}
 
+    def logit_rows(self, outputs, batch):
+        return [(outputs.logits, batch.get("labels"))]
+
     def distillation_loss(self, outputs, teacher_outputs, batch, temperature):
         return logits_distillation_loss(outputs.logits, teacher_outputs.logits, temperature,
                                         is_regression=self.is_regression)

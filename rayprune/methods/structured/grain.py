@@ -428,13 +428,23 @@ class GrainMethod(PruningMethod):
         scores.  Without a teacher (``None``) the model's own loss is used."""
         if teacher_outputs is None:
             return None
-        student, teacher = outputs.logits, teacher_outputs.logits.detach()
-        regression = (self.context is not None and self.context.is_regression) or student.shape[-1] == 1
-        if regression:
-            return F.mse_loss(student, teacher.to(student.dtype))
+        task = self.context.task if self.context is not None else None
+        if task is None:  # a method driven without a task (unit tests): one logit vector per example
+            pairs = [(outputs.logits, teacher_outputs.logits)]
+        else:  # QA: start and end logits; NER: the labelled tokens (Task.logit_rows)
+            pairs = [(s, t) for (s, _), (t, _) in zip(task.logit_rows(outputs, batch),
+                                                      task.logit_rows(teacher_outputs, batch))]
+        regression = (self.context is not None and self.context.is_regression) or pairs[0][0].shape[-1] == 1
         tau = self.options.temperature
-        # cross_entropy with probability targets = -(p_T · log softmax(z_S / τ)).sum(-1).mean()
-        return F.cross_entropy(student / tau, F.softmax(teacher / tau, dim=-1))
+        losses = []
+        for student, teacher in pairs:
+            teacher = teacher.detach()
+            if regression:
+                losses.append(F.mse_loss(student, teacher.to(student.dtype)))
+            elif student.shape[0]:
+                # cross_entropy with probability targets = -(p_T · log softmax(z_S / τ)).sum(-1).mean()
+                losses.append(F.cross_entropy(student / tau, F.softmax(teacher / tau, dim=-1)))
+        return sum(losses) / len(losses) if losses else None
 
     def extra_loss(self, outputs: Any, batch: Mapping[str, torch.Tensor], teacher_outputs: Any):
         """L_Hidden: Σ_i MSE(proj_i(H_i^S), H_i^T) over the chosen hidden states, averaged over
@@ -506,10 +516,11 @@ class GrainMethod(PruningMethod):
         return self._expand(fqn, self._row_values(self._ema)).float().expand_as(weight).clone()
 
     def finalize(self) -> nn.Module:
-        """Bake the masks and return a physically smaller model
-        (:class:`rayprune.methods.structured.models.PrunedBertForSequenceClassification`).  Models that
-        :func:`~rayprune.methods.structured.models.shrink_model` cannot rebuild (not a
-        ``BertForSequenceClassification``) are returned masked in place, with a warning."""
+        """Bake the masks and return a physically smaller model with the same head
+        (:class:`rayprune.methods.structured.models.PrunedBertForSequenceClassification`, or its
+        QA / token-classification twin).  Models that
+        :func:`~rayprune.methods.structured.models.shrink_model` cannot rebuild (not a BERT with
+        one of those heads) are returned masked in place, with a warning."""
         from rayprune.methods.structured.models import shrink_model
 
         self.apply_masks()

@@ -39,13 +39,21 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AutoConfig,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     BertConfig,
+    BertForQuestionAnswering,
     BertForSequenceClassification,
+    BertForTokenClassification,
     PreTrainedModel,
 )
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.modeling_outputs import (
+    QuestionAnsweringModelOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
 from transformers.models.bert.modeling_bert import BertEmbeddings, BertPooler
 
 try:  # transformers >= 5: init helpers that respect the "already loaded" flags
@@ -57,6 +65,8 @@ __all__ = [
     "FactorizedEmbedding",
     "PrunedBertConfig",
     "PrunedBertForSequenceClassification",
+    "PrunedBertForQuestionAnswering",
+    "PrunedBertForTokenClassification",
     "factorize_word_embeddings",
     "shrink_model",
     "read_pruned_layout",
@@ -321,9 +331,9 @@ class PrunedBertEncoder(nn.Module):
 
 
 class PrunedBertModel(nn.Module):
-    """Embeddings + pruned encoder + pooler, named like ``BertModel``."""
+    """Embeddings + pruned encoder (+ pooler), named like ``BertModel``."""
 
-    def __init__(self, config: PrunedBertConfig):
+    def __init__(self, config: PrunedBertConfig, add_pooling_layer: bool = True):
         super().__init__()
         self.embeddings = BertEmbeddings(config)
         if config.embedding_rank:
@@ -331,34 +341,22 @@ class PrunedBertModel(nn.Module):
                 config.vocab_size, config.hidden_size, int(config.embedding_rank), config.pad_token_id
             )
         self.encoder = PrunedBertEncoder(config)
-        self.pooler = BertPooler(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
 
 
-class PrunedBertForSequenceClassification(PreTrainedModel):
-    """BERT sequence classifier with per-head and per-layer pruned sizes (see the module doc).
-
-    State-dict keys are those of ``BertForSequenceClassification``; only the shapes differ.  The
-    forward takes the usual inputs and returns a ``SequenceClassifierOutput`` (``hidden_states``
-    with ``output_hidden_states=True``; attention weights are not available).
-    """
+class _PrunedBertPreTrainedModel(PreTrainedModel):
+    """What the three heads share: the config class, weight init and the encoder's forward."""
 
     config_class = PrunedBertConfig
     base_model_prefix = "bert"
     main_input_name = "input_ids"
 
-    def __init__(self, config: PrunedBertConfig):
-        super().__init__(config)
+    def _check_layout(self, config: PrunedBertConfig) -> None:
         if config.pruned_layout is not None and len(config.pruned_layout) != config.num_hidden_layers:
             raise ValueError(
                 f"pruned_layout has {len(config.pruned_layout)} layers, expected "
                 f"num_hidden_layers={config.num_hidden_layers}"
             )
-        self.num_labels = config.num_labels
-        self.bert = PrunedBertModel(config)
-        dropout = config.classifier_dropout
-        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -379,22 +377,12 @@ class PrunedBertForSequenceClassification(PreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.bert.embeddings.word_embeddings = value
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> SequenceClassifierOutput | tuple:
+    def _encode(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                output_hidden_states, output_attentions) -> tuple[torch.Tensor, list | None]:
+        """(last hidden states (B, L, d), every layer's hidden states or None)."""
         if output_attentions:
             raise ValueError(
-                "output_attentions=True is not supported by PrunedBertForSequenceClassification "
+                f"output_attentions=True is not supported by {type(self).__name__} "
                 "(heads have different sizes and are fused); use output_attentions=False"
             )
         if (input_ids is None) == (inputs_embeds is None):
@@ -413,6 +401,104 @@ class PrunedBertForSequenceClassification(PreTrainedModel):
             hidden = layer(hidden, mask)
             if all_hidden is not None:
                 all_hidden.append(hidden)
+        return hidden, all_hidden
+
+
+class PrunedBertForQuestionAnswering(_PrunedBertPreTrainedModel):
+    """The physically smaller ``BertForQuestionAnswering``: ``qa_outputs`` on every token's
+    hidden state gives start and end logits; the loss is BERT's (mean of the start and end
+    cross-entropies, positions outside the sequence ignored)."""
+
+    def __init__(self, config: PrunedBertConfig):
+        super().__init__(config)
+        self._check_layout(config)
+        self.num_labels = config.num_labels
+        self.bert = PrunedBertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, start_positions=None, end_positions=None, output_hidden_states=None,
+                output_attentions=None, return_dict=None, **kwargs: Any):
+        hidden, all_hidden = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                                          output_hidden_states, output_attentions)
+        logits = self.qa_outputs(hidden)  # (B, L, 2)
+        start_logits, end_logits = (t.squeeze(-1).contiguous() for t in logits.split(1, dim=-1))
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            ignored = start_logits.size(1)  # positions past the sequence are clamped and ignored
+            start = start_positions.view(-1).clamp(0, ignored)
+            end = end_positions.view(-1).clamp(0, ignored)
+            loss = (F.cross_entropy(start_logits, start, ignore_index=ignored)
+                    + F.cross_entropy(end_logits, end, ignore_index=ignored)) / 2
+        output = QuestionAnsweringModelOutput(
+            loss=loss, start_logits=start_logits, end_logits=end_logits,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+        )
+        return output.to_tuple() if return_dict is False else output
+
+
+class PrunedBertForTokenClassification(_PrunedBertPreTrainedModel):
+    """The physically smaller ``BertForTokenClassification``: a classifier on every token's
+    hidden state; cross-entropy over the tokens whose label is not -100."""
+
+    def __init__(self, config: PrunedBertConfig):
+        super().__init__(config)
+        self._check_layout(config)
+        self.num_labels = config.num_labels
+        self.bert = PrunedBertModel(config, add_pooling_layer=False)
+        dropout = config.classifier_dropout
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, output_hidden_states=None, output_attentions=None,
+                return_dict=None, **kwargs: Any):
+        hidden, all_hidden = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                                          output_hidden_states, output_attentions)
+        logits = self.classifier(self.dropout(hidden))  # (B, L, num_labels)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
+        output = TokenClassifierOutput(loss=loss, logits=logits,
+                                       hidden_states=tuple(all_hidden) if all_hidden is not None else None)
+        return output.to_tuple() if return_dict is False else output
+
+
+class PrunedBertForSequenceClassification(_PrunedBertPreTrainedModel):
+    """BERT sequence classifier with per-head and per-layer pruned sizes (see the module doc).
+
+    State-dict keys are those of ``BertForSequenceClassification``; only the shapes differ.  The
+    forward takes the usual inputs and returns a ``SequenceClassifierOutput`` (``hidden_states``
+    with ``output_hidden_states=True``; attention weights are not available).
+    """
+
+    def __init__(self, config: PrunedBertConfig):
+        super().__init__(config)
+        self._check_layout(config)
+        self.num_labels = config.num_labels
+        self.bert = PrunedBertModel(config)
+        dropout = config.classifier_dropout
+        self.dropout = nn.Dropout(config.hidden_dropout_prob if dropout is None else dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> SequenceClassifierOutput | tuple:
+        hidden, all_hidden = self._encode(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds,
+                                          output_hidden_states, output_attentions)
         logits = self.classifier(self.dropout(self.bert.pooler(hidden)))
         loss = self._loss(logits, labels) if labels is not None else None
         output = SequenceClassifierOutput(
@@ -465,11 +551,19 @@ def _all_zero_rows(*tensors: torch.Tensor) -> torch.Tensor:
     return zero
 
 
+#: The dense heads shrink_model rebuilds -> (their smaller class, the head modules copied whole).
+_HEADS = {
+    BertForSequenceClassification: (PrunedBertForSequenceClassification, ("classifier",)),
+    BertForQuestionAnswering: (PrunedBertForQuestionAnswering, ("qa_outputs",)),
+    BertForTokenClassification: (PrunedBertForTokenClassification, ("classifier",)),
+}
+
+
 def _bert_parts(model: nn.Module):
-    if not isinstance(model, BertForSequenceClassification):
+    if type(model) not in _HEADS:
         raise TypeError(
-            "shrink_model needs a transformers BertForSequenceClassification (a BERT-family "
-            f"encoder with BERT's module names), got {type(model).__name__}"
+            "shrink_model needs a transformers BertForSequenceClassification, BertForQuestionAnswering or "
+            f"BertForTokenClassification (a BERT-family encoder with BERT's module names), got {type(model).__name__}"
         )
     config = model.config
     if config.is_decoder or config.add_cross_attention:
@@ -524,8 +618,9 @@ def read_pruned_layout(model: nn.Module) -> tuple[list[dict[str, Any]], list[dic
 
 
 @torch.no_grad()
-def shrink_model(model: nn.Module) -> PrunedBertForSequenceClassification:
-    """Copy a masked ``BertForSequenceClassification`` into a physically smaller model.
+def shrink_model(model: nn.Module) -> _PrunedBertPreTrainedModel:
+    """Copy a masked BERT (sequence classifier, QA or token-classification head) into a
+    physically smaller model with the same head.
 
     Called by structured methods' ``finalize`` (and usable on any BERT classifier whose pruned
     units are exactly zero).  In eval mode the result computes the same outputs as ``model`` up
@@ -535,10 +630,11 @@ def shrink_model(model: nn.Module) -> PrunedBertForSequenceClassification:
         model: the masked model; it is not modified.
 
     Returns:
-        a :class:`PrunedBertForSequenceClassification` on ``model``'s device and dtype.
+        a :class:`PrunedBertForSequenceClassification` (or the QA / token-classification twin)
+        on ``model``'s device and dtype.
 
     Raises:
-        TypeError: ``model`` is not a ``BertForSequenceClassification``.
+        TypeError: ``model`` is not one of those BERT heads.
     """
     bert, config = _bert_parts(model)
     layout, kept = read_pruned_layout(model)
@@ -548,16 +644,19 @@ def shrink_model(model: nn.Module) -> PrunedBertForSequenceClassification:
     values["pruned_layout"] = layout
     words = bert.embeddings.word_embeddings
     values["embedding_rank"] = words.rank if isinstance(words, FactorizedEmbedding) else None
-    values["architectures"] = [PrunedBertForSequenceClassification.__name__]
+    small_class, head_modules = _HEADS[type(model)]
+    values["architectures"] = [small_class.__name__]
     new_config = PrunedBertConfig(**values)
     param = next(model.parameters())
-    small = PrunedBertForSequenceClassification(new_config).to(device=param.device, dtype=param.dtype)
+    small = small_class(new_config).to(device=param.device, dtype=param.dtype)
     small.train(model.training)
 
     # Everything outside the encoder blocks is copied whole.
     small.bert.embeddings.load_state_dict(bert.embeddings.state_dict())
-    small.bert.pooler.load_state_dict(bert.pooler.state_dict())
-    small.classifier.load_state_dict(model.classifier.state_dict())
+    if small.bert.pooler is not None:
+        small.bert.pooler.load_state_dict(bert.pooler.state_dict())
+    for name in head_modules:
+        getattr(small, name).load_state_dict(getattr(model, name).state_dict())
     for src, dst, idx in zip(bert.encoder.layer, small.bert.encoder.layer, kept):
         q, v, f = (idx[k].to(param.device) for k in ("query", "value", "ffn"))
         s_att, d_att = src.attention.self, dst.attention.self
@@ -595,3 +694,5 @@ AutoConfig.register(MODEL_TYPE, PrunedBertConfig, exist_ok=True)
 AutoModelForSequenceClassification.register(
     PrunedBertConfig, PrunedBertForSequenceClassification, exist_ok=True
 )
+AutoModelForQuestionAnswering.register(PrunedBertConfig, PrunedBertForQuestionAnswering, exist_ok=True)
+AutoModelForTokenClassification.register(PrunedBertConfig, PrunedBertForTokenClassification, exist_ok=True)

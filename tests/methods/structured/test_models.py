@@ -11,7 +11,15 @@ import os
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+from transformers import (
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    BertConfig,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
 
 from rayprune.methods.structured.models import (
     FactorizedEmbedding,
@@ -264,3 +272,42 @@ def test_shrunk_model_keeps_factorised_embeddings_through_save_and_reload(tmp_pa
     batch = inputs(4)
     with torch.no_grad():
         assert torch.allclose(again(**batch).logits, model(**batch).logits, atol=1e-5)
+
+
+def _tiny_head(cls, seed: int = 0):
+    """A tiny QA or token-classification BERT with random weights (no exact zeros)."""
+    torch.manual_seed(seed)
+    model = cls(BertConfig(vocab_size=100, hidden_size=D, num_hidden_layers=2, num_attention_heads=HEADS,
+                           intermediate_size=FFN, num_labels=2 if cls is BertForQuestionAnswering else 5))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("cls, auto, outputs", [
+    (BertForQuestionAnswering, AutoModelForQuestionAnswering, ("start_logits", "end_logits")),
+    (BertForTokenClassification, AutoModelForTokenClassification, ("logits",)),
+])
+def test_qa_and_token_heads_shrink_save_reload_and_match(cls, auto, outputs, tmp_path):
+    """Structured pruning of the QA and NER heads: the smaller model gives the masked model's
+    outputs and its loss, saves as safetensors and reloads through the task's Auto class."""
+    model = mixed_pruning(_tiny_head(cls))
+    small = shrink_model(model).eval()
+    assert type(small).__name__ == "PrunedBert" + cls.__name__[len("Bert"):]
+    assert encoder_parameter_count(small) < encoder_parameter_count(model)
+    batch = inputs(3)
+    targets = ({"start_positions": torch.tensor([1, 2, 0, 8]), "end_positions": torch.tensor([3, 2, 0, 8])}
+               if cls is BertForQuestionAnswering else {"labels": torch.randint(0, 5, (4, 9)).masked_fill(
+                   inputs(3)["attention_mask"] == 0, -100)})
+    with torch.no_grad():
+        ref, out = model(**batch, **targets), small(**batch, **targets)
+    for name in outputs:
+        assert torch.allclose(getattr(out, name), getattr(ref, name), atol=1e-5)
+    assert out.loss.item() == pytest.approx(ref.loss.item(), rel=1e-5)
+    small.save_pretrained(tmp_path)
+    again = auto.from_pretrained(tmp_path).eval()
+    assert type(again) is type(small)
+    with torch.no_grad():
+        for name in outputs:
+            assert torch.equal(getattr(again(**batch), name), getattr(small(**batch), name))
