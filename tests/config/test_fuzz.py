@@ -241,7 +241,9 @@ def _trials_build(spec) -> None:
         trial = _SampledTrial(rng, fixed)
         constants = space(trial)
         config = TrialConfig.from_flat({**trial.params, **constants}, settings)
-        build_method(config)
+        _, schedule = build_method(config)
+        if schedule is not None and schedule.kind in ("cubic", "linear"):  # a ramp never runs downwards
+            assert schedule.initial_sparsity <= schedule.final_sparsity, schedule
         DistillOptions(**config.distill)
     json.dumps(spec.to_dict(), default=str)
 

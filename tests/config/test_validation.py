@@ -82,6 +82,24 @@ def test_schedule_start_after_end_is_refused():
             "schedule.start=0.8", "start <= end")
 
 
+def test_a_ramp_that_starts_above_the_target_is_refused():
+    refused(spec_with(**{"space/schedule.initial_sparsity": 0.999, "space/target_sparsity": 0.5}),
+            "space.schedule.initial_sparsity", "initial_sparsity=0.999", "initial_sparsity <= target_sparsity")
+    # at a corner of a range: the low end of target_sparsity
+    refused(spec_with(**{"space/schedule.initial_sparsity": 0.5, "space/target_sparsity": {"uniform": [0.3, 0.9]}}),
+            "target_sparsity=0.3", "initial_sparsity <= target_sparsity")
+    refused(spec_with(**{"space/schedule.initial_sparsity": {"choice": [0.0, 0.95]},
+                         "space/target_sparsity": {"choice": [0.9, 0.99]}, "space/schedule.kind": "linear"}),
+            "schedule.initial_sparsity=0.95", "target_sparsity=0.9", "linear ramp")
+    # MGPP's own default (0.3) above the target: the message names the default
+    refused(spec_with(**{"space/method": "mgpp", "space/target_sparsity": 0.2}),
+            "the defaults of mgpp", "schedule.initial_sparsity=0.3", "initial_sparsity <= target_sparsity")
+    # up to the target is fine, and constant / oneshot never ramp
+    parse_spec(spec_with(**{"space/schedule.initial_sparsity": 0.5, "space/target_sparsity": 0.5}), path="s.yaml")
+    for kind in ("constant", "oneshot"):
+        parse_spec(spec_with(**{"space/schedule.initial_sparsity": 0.9, "space/schedule.kind": kind}), path="s.yaml")
+
+
 def test_a_point_is_checked_with_the_space_around_it():
     raw = spec_with(**{"space/method": "mgpp", "space/mgpp.sigma0": {"choice": [1e-9, 0.5]},
                        "space/mgpp.sigma1": 0.1})
