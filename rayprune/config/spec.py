@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -127,16 +128,26 @@ def _build(ctx: _Context, cls: type, where: str, value: Any):
         raise ctx.fail(where, str(err)) from None
 
 
+#: Unicode categories refused in a name: control characters (C0 and C1: U+0085 is one), format
+#: characters (the bidirectional overrides such as U+202E, which make a name display reversed,
+#: and zero-width ones), surrogates, line and paragraph separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
 def _plain_name(ctx: _Context, name: Any, given: bool) -> str:
-    """``name`` becomes a directory under ``--output``: one plain path component."""
+    """``name`` becomes a directory under ``--output`` and the MLflow experiment's name: one plain
+    path component that prints as what it is (nothing invisible, no surrounding whitespace)."""
     fix = "set `name:` to a plain directory name" if not given else "use a plain directory name"
     if not isinstance(name, str):
         raise ctx.fail("name", f"expected a string (a directory name), got {type(name).__name__} {describe_value(name)}")
     if not name or len(name) > _NAME_MAX:
         raise ctx.fail("name", f"must be 1 to {_NAME_MAX} characters, got {describe_value(name)}; {fix}")
-    if name in (".", "..") or any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if name in (".", "..") or any(c in name for c in "/\\") or any(unicodedata.category(c) in _INVISIBLE for c in name):
         raise ctx.fail("name", f"{describe_value(name)} is not a plain directory name (no '/', '\\\\', "
-                               f"control characters, '.' or '..'); {fix}")
+                               f"control or bidirectional-override characters, '.' or '..'); {fix}")
+    if name != name.strip():
+        what = "only whitespace" if not name.strip() else "whitespace at its start or end"
+        raise ctx.fail("name", f"{describe_value(name)} has {what}; {fix}")
     return name
 
 

@@ -214,9 +214,16 @@ def test_reference_and_teacher_together_are_refused():
     refused(spec_with(**{"teacher/steps": 5, "reference/steps": 5}), "teacher", "reference")
 
 
-@pytest.mark.parametrize("name", [3, None, "", "a/b", "..", ".", "/abs", "a\\b", "tab\there", "x" * 200])
+@pytest.mark.parametrize("name", [3, None, "", "a/b", "..", ".", "/abs", "a\\b", "tab\there", "x" * 200,
+                                  "a\x85b", "a\x9bb", "a\u202eb", "a\u2066b", "a\u200bb", "a\u2028b",
+                                  " ", "   ", "\u3000", "\xa0", " lead", "trail "])
 def test_name_must_be_a_plain_directory_name(name):
     refused(spec_with(name=name), "name")
+
+
+@pytest.mark.parametrize("name", ["quickstart", "run 2", "é✓-search", "日本語", "a.b"])
+def test_a_plain_name_may_be_unicode_with_inner_spaces(name):
+    assert parse_spec(spec_with(name=name), path="s.yaml").name == name
 
 
 def test_name_defaults_to_the_file_stem(tmp_path):
