@@ -29,6 +29,7 @@ __all__ = [
     "field_schema",
     "describe_bounds",
     "describe_value",
+    "shorten",
     "type_hints",
     "BOUND_KEYS",
 ]
@@ -52,12 +53,17 @@ def split_key(key: str) -> tuple[str | None, str]:
     return (scope, name) if dot else (None, key)
 
 
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters (the last three ``...``): a user's key or value in a
+    message, so that a 5,000-character one cannot flood it."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def describe_value(value: Any, limit: int = 60) -> str:
     """``repr`` of a user value, shortened so that a huge string or number cannot flood a message."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= INT_LIMIT:
         return f"an integer of {value.bit_length()} bits"
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(repr(value), limit)
 
 
 def type_hints(cls: type) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode
 
-from rayprune.config.fields import INT_LIMIT, describe_value
+from rayprune.config.fields import INT_LIMIT, describe_value, shorten
 from rayprune.errors import SpecError
 
 __all__ = ["read_yaml", "check_numbers", "MAX_DEPTH", "MAX_BYTES"]
@@ -94,7 +94,7 @@ def _where(path: tuple) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<top level>"
+    return shorten(out, 80) or "<top level>"  # a user's key of any length
 
 
 def check_numbers(source: str, document: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from rayprune.config.fields import check_value, describe_value, split_key, type_hints
+from rayprune.config.fields import check_value, describe_value, shorten, split_key, type_hints
 from rayprune.config.reading import check_numbers, read_yaml
 from rayprune.config.sections import (
     SEARCHABLE_TRAINING_KEYS,
@@ -70,6 +70,10 @@ DEFAULT_MODEL = "bundled:minilm-l6"
 #: A choice longer than this is a mistake (and would make the corner checks quadratic).
 MAX_CHOICES = 256
 _NAME_MAX = 128
+#: Longest key path shown in a message: the longest real one
+#: (``points_to_evaluate[255].movement.score_learning_rate``) fits; a user's unknown key of
+#: thousands of characters is cut.
+_KEY_MAX = 80
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -80,7 +84,9 @@ class _Context:
         self.path = path
 
     def fail(self, key: str, message: str) -> SpecError:
-        return SpecError(f"{self.path}: {key}: {message}")
+        """The error for ``key`` (a dotted path that may end in a user's key: shortened like a
+        value, see :data:`_KEY_MAX`)."""
+        return SpecError(f"{self.path}: {shorten(key, _KEY_MAX)}: {message}")
 
 
 def _mapping(ctx: _Context, where: str, value: Any) -> dict:
@@ -210,7 +216,7 @@ def _parse_space(ctx: _Context, raw: Any) -> dict[str, Any]:
         if scope is None or scope in ("schedule", "distill"):
             raise ctx.fail(f"space.{key}", f"unknown key; allowed: {allowed}")
         if scope not in methods_all:
-            raise ctx.fail(f"space.{key}", f"unknown method scope {scope!r}; allowed: {methods_all}")
+            raise ctx.fail(f"space.{key}", f"unknown method scope {describe_value(scope)}; allowed: {methods_all}")
         if scope not in chosen:
             raise ctx.fail(f"space.{key}", f"method {scope!r} is not among the searched methods {chosen}")
     return space

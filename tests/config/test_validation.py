@@ -131,6 +131,31 @@ def test_unknown_keys_of_different_types_are_one_error(where):
     assert "allowed" in message
 
 
+LONG = "k" * 5000
+
+
+@pytest.mark.parametrize("where, key, value", [
+    ("", LONG, 1), ("training/", LONG, 1), ("data/", LONG, 1), ("objective/constraints/", LONG, 1),
+    ("space/", LONG, 1), ("space/", f"{LONG}.x", 1), ("space/", f"mgpp.{LONG}", 1),
+    ("space/", "method", "mgpp"),  # with mgpp.<long> below
+    ("training/", LONG, float("nan")),
+    ("points_to_evaluate", LONG, 0.5),
+])
+def test_a_long_unknown_key_is_shortened_in_the_message(where, key, value):
+    raw = spec_with()
+    if where == "points_to_evaluate":
+        raw["points_to_evaluate"] = [{key: value}]
+    else:
+        node = raw
+        for k in [k for k in where.split("/") if k]:
+            node = node.setdefault(k, {})
+        node[key] = value
+        if key == "method":
+            node[f"mgpp.{LONG}"] = 1
+    message = refused(raw, "kkkkk...")
+    assert len(message) < 800 and LONG not in message, message[:1000]
+
+
 @pytest.mark.parametrize("value", [None, "0.7", [0.7], True])
 def test_points_to_evaluate_value_of_the_wrong_type_against_a_range(value):
     raw = spec_with(**{"space/target_sparsity": {"uniform": [0.5, 0.9]}})
