@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from rayprune.config.fields import check_value, describe_value, shorten, split_key, type_hints
+from rayprune.config.fields import check_value, describe_value, number_hint, shorten, split_key, type_hints
 from rayprune.config.reading import check_numbers, read_yaml
 from rayprune.config.sections import (
     SEARCHABLE_TRAINING_KEYS,
@@ -75,6 +75,10 @@ _NAME_MAX = 128
 #: thousands of characters is cut.
 _KEY_MAX = 80
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class _Context:
@@ -240,7 +244,8 @@ def _parse_points(ctx: _Context, raw: Any, space: Mapping[str, Any]) -> list[dic
             entry = space[key]
             if isinstance(entry, Distribution):
                 if not entry.contains(value):
-                    raise ctx.fail(f"{where}.{key}", f"{describe_value(value)} is outside {entry.describe()}")
+                    raise ctx.fail(f"{where}.{key}", f"{describe_value(value)} is outside {entry.describe()}"
+                                                     f"{number_hint(value) if all(map(_is_number, entry.args)) else ''}")
             elif not same_value(value, entry):
                 raise ctx.fail(f"{where}.{key}", f"{describe_value(value)}, but the space fixes it to "
                                                  f"{describe_value(entry)}")

@@ -52,6 +52,17 @@ def refused(raw, *needles, path="s.yaml") -> str:
     return message
 
 
+def refused_file(path: Path, *needles) -> str:
+    """:func:`refused` for a file on disk (what YAML itself reads matters)."""
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message, message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
 # ------------------------------------------------------------------------------ cross-field
 
 
@@ -129,6 +140,34 @@ def test_unknown_keys_of_different_types_are_one_error(where):
     node[None] = 2
     message = refused(raw, "unknown key")
     assert "allowed" in message
+
+
+_T = "training: {steps: 10}\n"
+_S = "space: {method: magnitude, target_sparsity: 0.5}\n"
+_LR = "space: {method: magnitude, target_sparsity: 0.5, learning_rate: %s}\n"
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("training: {steps: 10, learning_rate: 1e-4}\n" + _S,
+     ["training.learning_rate", "got str '1e-4'", "YAML 1.1 reads 1e-4 as text: write 1.0e-4"]),
+    ("training: {steps: 1e3}\n" + _S, ["training.steps", "write 1.0e+3"]),
+    ("training: {steps: 10, learning_rate: 1.0e4}\n" + _S, ["write 1.0e+4"]),
+    ("training: {steps: 10, learning_rate: '0.001'}\n" + _S, ["remove the quotes"]),
+    (_T + _LR % "1e-4", ["space.learning_rate", "write 1.0e-4"]),
+    (_T + _LR % "{loguniform: [1e-5, 1.0e-3]}", ["space.learning_rate.loguniform[0]", "write 1.0e-5"]),
+    (_T + _LR % "{choice: [1.0e-5, 2e-4]}", ["space.learning_rate", "write 2.0e-4"]),
+    (_T + _LR % "{loguniform: [1.0e-5, 1.0e-3]}" + "points_to_evaluate: [{learning_rate: 1e-4}]\n",
+     ["points_to_evaluate[0].learning_rate", "write 1.0e-4"]),
+])
+def test_a_number_yaml_reads_as_text_says_how_to_write_it(tmp_path, text, needles):
+    path = tmp_path / "s.yaml"
+    path.write_text("data: {task: demo}\n" + text)
+    refused_file(path, *needles)
+
+
+def test_a_word_in_a_number_field_gets_no_number_hint():
+    message = refused(spec_with(**{"training/learning_rate": "fast"}), "training.learning_rate")
+    assert "YAML 1.1" not in message and "quotes" not in message
 
 
 LONG = "k" * 5000
