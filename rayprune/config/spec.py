@@ -45,7 +45,7 @@ from rayprune.data.spec import DataSpec
 from rayprune.errors import SpecError
 from rayprune.methods import available_methods
 
-__all__ = ["SearchSpec", "load_spec", "parse_spec", "build_section", "TOP_KEYS", "MAX_CHOICES"]
+__all__ = ["SearchSpec", "load_spec", "parse_spec", "build_section", "TOP_KEYS", "MAX_CHOICES", "STORAGE_SCHEMES"]
 
 #: Top-level keys of a space file and what each holds.
 TOP_KEYS = {
@@ -74,7 +74,11 @@ _NAME_MAX = 128
 #: (``points_to_evaluate[255].movement.score_learning_rate``) fits; a user's unknown key of
 #: thousands of characters is cut.
 _KEY_MAX = 80
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+#: URI schemes Ray Tune's storage can write to: those ``pyarrow.fs.FileSystem.from_uri`` knows
+#: (it wants them in lower case; ``mock`` and ``local`` left out).  Anything else fails only when
+#: Ray first writes a result, after the model and data have loaded.
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 
 
 def _is_number(value: Any) -> bool:
@@ -178,8 +182,14 @@ def _storage(ctx: _Context, value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or "\0" in value:
         raise ctx.fail("storage", f"expected a path or a URI (s3://, gs://, file://), got {describe_value(value)}")
-    if "://" in value and not _SCHEME.match(value):
-        raise ctx.fail("storage", f"{describe_value(value)} is not a URI: expected scheme://... such as s3://bucket/dir")
+    if "://" in value:
+        match = _SCHEME.match(value)
+        if not match:
+            raise ctx.fail("storage", f"{describe_value(value)} is not a URI: expected scheme://... such as s3://bucket/dir")
+        if match.group(1) not in STORAGE_SCHEMES:
+            raise ctx.fail("storage", f"{describe_value(value)}: Ray Tune cannot store results under "
+                                      f"{shorten(match.group(1), 30)}://; allowed: "
+                                      + ", ".join(f"{s}://" for s in STORAGE_SCHEMES) + " or a path")
     return value
 
 

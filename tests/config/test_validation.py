@@ -299,6 +299,8 @@ def test_name_defaults_to_the_file_stem(tmp_path):
 @pytest.mark.parametrize("storage, ok", [
     (None, True), ("/mnt/shared/runs", True), ("s3://bucket/runs", True), ("file:///tmp/x", True),
     (3, False), ("", False), ("://nowhere", False),
+    ("gs://bucket/runs", True), ("abfss://c@acct.dfs.core.windows.net/runs", True), ("hdfs://nn:8020/runs", True),
+    ("javascript://x", False), ("http://host/runs", False), ("S3://bucket/runs", False), ("az://c/runs", False),
 ])
 def test_storage_is_a_path_or_a_uri(storage, ok):
     raw = spec_with(storage=storage)
@@ -306,6 +308,15 @@ def test_storage_is_a_path_or_a_uri(storage, ok):
         assert parse_spec(raw, path="s.yaml").storage == storage
     else:
         refused(raw, "storage")
+
+
+@pytest.mark.parametrize("storage", ["javascript://x", "S3://bucket/runs"])
+def test_a_storage_scheme_ray_cannot_write_is_refused_naming_the_allowed_ones(tmp_path, storage):
+    from rayprune.search.storage import resolve_storage
+
+    refused(spec_with(storage=storage), "storage", "allowed: s3://, gs://", "or a path")
+    with pytest.raises(SpecError, match="allowed: s3://, gs://"):  # the same list for --storage
+        resolve_storage(storage, tmp_path, "x")
 
 
 def test_a_range_over_an_integer_or_a_word_is_refused():
