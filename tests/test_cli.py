@@ -95,6 +95,9 @@ def test_pareto_of_a_directory_that_is_no_search_is_one_error(tmp_path):
     ("data: {task: demo}\ntraining: {steps: 10, seed: abc}\nspace: {method: magnitude, target_sparsity: 0.5}\n",
      "training.seed"),
     ("data: {task: demo, max_seq_length: 100000}\n", "data.max_seq_length"),
+    ('name: "a\\u202eb"\n', "'a\\u202eb' is not a plain directory name"),
+    ("a: !!bool x\n", "'x' is not a valid !!bool"),
+    ("a: !!timestamp x\n", "'x' is not a valid !!timestamp"),
 ])
 def test_a_malformed_space_file_is_one_error_line_before_torch_or_ray(tmp_path, content, needle):
     space = tmp_path / "bad.yaml"

@@ -2,7 +2,8 @@
 
 A value can pass its own bounds and still make every trial fail: ``mgpp.sigma0: 0.04`` with
 ``mgpp.sigma1: 0.02`` (the spike variance must be below the slab's), ``schedule.end: 0.05`` for
-``pins`` (whose default ``schedule.start`` is 0.064), ``schedule.start`` after ``schedule.end``.
+``pins`` (whose default ``schedule.start`` is 0.064), ``schedule.start`` after ``schedule.end``,
+``schedule.initial_sparsity`` above ``target_sparsity`` (a ramp that runs downwards).
 :func:`check_trials` builds each method (its ``Options``, as the trial does) and its
 :class:`~rayprune.methods.schedules.SparsitySchedule` at the *corners* of the space (every choice,
 both ends of every range) and for every ``points_to_evaluate`` entry, and turns the first refusal
@@ -48,6 +49,17 @@ def _combinations(values: Sequence[tuple]) -> Iterator[tuple]:
             combo = list(first)
             combo[i], combo[j] = a, b
             yield tuple(combo)
+
+
+def _check_ramp(schedule: SparsitySchedule) -> None:
+    """A ramp (cubic, linear) rises from ``initial_sparsity`` to the target: one that starts above
+    the target would un-prune during the ramp, and is as much a mistake as ``start > end``.
+    (``SparsitySchedule`` itself allows it: methods build a placeholder schedule with target 0
+    from their defaults.)  ``constant`` and ``oneshot`` ignore ``initial_sparsity``."""
+    if schedule.kind in ("cubic", "linear") and schedule.initial_sparsity > schedule.final_sparsity:
+        raise ValueError(f"need initial_sparsity <= target_sparsity (a {schedule.kind} ramp rises from one to the "
+                         f"other), got initial_sparsity={schedule.initial_sparsity}, "
+                         f"target_sparsity={schedule.final_sparsity}")
 
 
 def _scenarios(points: Sequence[Mapping], method: str | None) -> Iterator[tuple[str, dict]]:
@@ -134,7 +146,7 @@ def check_trials(space: Mapping[str, Any], points: Sequence[Mapping], methods: S
         def build_schedule(chosen: dict, cls=cls) -> None:
             given = {split_key(k)[1]: v for k, v in chosen.items() if k != "target_sparsity"}
             target = chosen.get("target_sparsity", SparsityTarget.target_sparsity)
-            SparsitySchedule(final_sparsity=target, **{**dict(cls.schedule_defaults), **given})
+            _check_ramp(SparsitySchedule(final_sparsity=target, **{**dict(cls.schedule_defaults), **given}))
 
         overridden = {split_key(k)[1] for k in schedule_keys}
         defaults = {k: v for k, v in dict(cls.schedule_defaults).items() if k not in overridden}

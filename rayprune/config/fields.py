@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any, Literal
+
+import yaml
 
 __all__ = [
     "split_key",
@@ -29,6 +32,8 @@ __all__ = [
     "field_schema",
     "describe_bounds",
     "describe_value",
+    "shorten",
+    "number_hint",
     "type_hints",
     "BOUND_KEYS",
 ]
@@ -52,12 +57,52 @@ def split_key(key: str) -> tuple[str | None, str]:
     return (scope, name) if dot else (None, key)
 
 
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters (the last three ``...``): a user's key or value in a
+    message, so that a 5,000-character one cannot flood it."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_EXPONENT = re.compile(r"([-+]?)([0-9][0-9_]*)?(?:\.([0-9_]*))?[eE]([-+]?)([0-9]+)")
+
+
+def _scalar(text: str) -> Any:
+    """What YAML (PyYAML, 1.1) reads ``text`` as when it stands unquoted."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def number_hint(value: Any) -> str:
+    """What to write instead, when a string that was meant as a number reached a numeric field:
+    ``"; YAML 1.1 reads 1e-4 as text: write 1.0e-4 ..."`` for an exponent without a ``.`` in the
+    number or without a sign in the exponent (PyYAML follows YAML 1.1 there), ``"; a number in
+    quotes is text: remove the quotes"`` for a quoted number, else ``""``."""
+    if not isinstance(value, str) or len(value) > 40:
+        return ""
+    text = value.strip()
+    match = _EXPONENT.fullmatch(text)
+    if match and (match.group(2) or match.group(3)) and not _is_number(_scalar(text)):
+        sign, whole, frac, exp_sign, exp = match.groups()
+        fixed = f"{sign}{whole or '0'}.{frac or '0'}e{exp_sign or '+'}{exp}"
+        if isinstance(_scalar(fixed), float):
+            return (f"; YAML 1.1 reads {text} as text: write {fixed} (a '.' in the number and a sign "
+                    f"in the exponent)")
+    if _is_number(_scalar(text)):
+        return "; a number in quotes is text: remove the quotes"
+    return ""
+
+
 def describe_value(value: Any, limit: int = 60) -> str:
     """``repr`` of a user value, shortened so that a huge string or number cannot flood a message."""
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= INT_LIMIT:
         return f"an integer of {value.bit_length()} bits"
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(repr(value), limit)
 
 
 def type_hints(cls: type) -> dict[str, Any]:
@@ -156,7 +201,8 @@ def check_value(value: Any, hint: Any, metadata: typing.Mapping | None = None) -
         return value
     if base in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"expected {allowed}, got {type(value).__name__} {describe_value(value)}")
+            raise TypeError(f"expected {allowed}, got {type(value).__name__} {describe_value(value)}"
+                            f"{number_hint(value)}")
         if isinstance(value, int) and abs(value) >= INT_LIMIT:
             raise ValueError(f"expected {allowed}, got {describe_value(value)} (|value| must be < 2**63)")
         if isinstance(value, float) and not math.isfinite(value):

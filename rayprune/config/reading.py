@@ -3,7 +3,10 @@
 ``yaml.safe_load`` alone lets several mistakes through or fails with a traceback: a duplicate key
 silently keeps the last value, deep nesting exhausts the recursion limit (a 3,000-line
 traceback), a non-UTF-8 byte raises ``UnicodeDecodeError``, ``.nan``/``.inf`` and integers of
-hundreds of digits load as numbers that later comparisons or float conversions choke on.
+hundreds of digits load as numbers that later comparisons or float conversions choke on, and an
+explicit tag on a value its constructor cannot build (``!!bool x``, ``!!timestamp x``, ``!!int``
+with no value) raises whatever that constructor happens to raise (``KeyError``,
+``AttributeError``, ``IndexError``).
 :func:`read_yaml` refuses each of them with a message that names the file, the place and what is
 allowed.  Used for space files and for the configs ``rayprune export`` writes.
 """
@@ -18,7 +21,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode
 
-from rayprune.config.fields import INT_LIMIT, describe_value
+from rayprune.config.fields import INT_LIMIT, describe_value, shorten
 from rayprune.errors import SpecError
 
 __all__ = ["read_yaml", "check_numbers", "MAX_DEPTH", "MAX_BYTES"]
@@ -29,8 +32,14 @@ MAX_DEPTH = 32
 MAX_BYTES = 4 * 2**20
 
 
+def _tag(tag: str) -> str:
+    """``tag:yaml.org,2002:bool`` as the user wrote it: ``!!bool``."""
+    return "!!" + tag[len("tag:yaml.org,2002:"):] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """``SafeLoader`` that refuses duplicate keys and nesting deeper than :data:`MAX_DEPTH`."""
+    """``SafeLoader`` that refuses duplicate keys and nesting deeper than :data:`MAX_DEPTH`, and
+    turns any failure of a constructor into a ``ConstructorError`` at the node."""
 
     def __init__(self, stream) -> None:
         super().__init__(stream)
@@ -45,6 +54,23 @@ class _StrictLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_object(self, node, deep=False):
+        """Every node, tagged or not, is built here (nested ones too), so this is the one place
+        that sees every constructor's failure: the safe constructors assume a value that matches
+        their tag and fail with unrelated exceptions on one that does not (``!!bool x`` is a
+        ``KeyError``, ``!!timestamp x`` an ``AttributeError``, an empty ``!!int`` an
+        ``IndexError``).  Whichever it is becomes a ``ConstructorError`` naming the tag, the value
+        and the line; PyYAML's own errors and the recursion limit pass unchanged."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (yaml.YAMLError, RecursionError):
+            raise
+        except Exception as err:  # noqa: BLE001 - any constructor, any exception: see above
+            value = describe_value(node.value) if isinstance(node.value, str) else f"a {node.id}"
+            reason = f" ({_one_line(err)})" if isinstance(err, (ValueError, OverflowError)) else ""
+            raise ConstructorError(None, None, f"{value} is not a valid {_tag(node.tag)}{reason}",
+                                   node.start_mark) from None
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, MappingNode):
@@ -68,7 +94,7 @@ def _where(path: tuple) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "<top level>"
+    return shorten(out, 80) or "<top level>"  # a user's key of any length
 
 
 def check_numbers(source: str, document: Any) -> None:

@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from rayprune.config.fields import check_value, describe_value, split_key, type_hints
+from rayprune.config.fields import check_value, describe_value, number_hint, split_key, type_hints
 from rayprune.config.sections import (
     SEARCHABLE_TRAINING_KEYS,
     DistillOptions,
@@ -130,7 +130,7 @@ def parse_distribution(where: str, value: Any, fail) -> Any:
     for i, a in enumerate(args):
         if not _is_number(a) or (kind == "int" and not float(a).is_integer()):
             need = "an integer" if kind == "int" else "a number"
-            raise fail(f"{where}.{kind}[{i}]", f"expected {need}, got {describe_value(a)}")
+            raise fail(f"{where}.{kind}[{i}]", f"expected {need}, got {describe_value(a)}{number_hint(a)}")
     lo, hi = (int(a) for a in args) if kind == "int" else (float(a) for a in args)
     if not lo < hi:
         raise fail(f"{where}.{kind}", f"empty range: need low < high, got [{lo}, {hi}]")

@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-from rayprune.config.fields import check_value, describe_value, split_key, type_hints
+from rayprune.config.fields import check_value, describe_value, number_hint, shorten, split_key, type_hints
 from rayprune.config.reading import check_numbers, read_yaml
 from rayprune.config.sections import (
     SEARCHABLE_TRAINING_KEYS,
@@ -44,7 +45,7 @@ from rayprune.data.spec import DataSpec
 from rayprune.errors import SpecError
 from rayprune.methods import available_methods
 
-__all__ = ["SearchSpec", "load_spec", "parse_spec", "build_section", "TOP_KEYS", "MAX_CHOICES"]
+__all__ = ["SearchSpec", "load_spec", "parse_spec", "build_section", "TOP_KEYS", "MAX_CHOICES", "STORAGE_SCHEMES"]
 
 #: Top-level keys of a space file and what each holds.
 TOP_KEYS = {
@@ -69,7 +70,19 @@ DEFAULT_MODEL = "bundled:minilm-l6"
 #: A choice longer than this is a mistake (and would make the corner checks quadratic).
 MAX_CHOICES = 256
 _NAME_MAX = 128
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: Longest key path shown in a message: the longest real one
+#: (``points_to_evaluate[255].movement.score_learning_rate``) fits; a user's unknown key of
+#: thousands of characters is cut.
+_KEY_MAX = 80
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+#: URI schemes Ray Tune's storage can write to: those ``pyarrow.fs.FileSystem.from_uri`` knows
+#: (it wants them in lower case; ``mock`` and ``local`` left out).  Anything else fails only when
+#: Ray first writes a result, after the model and data have loaded.
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class _Context:
@@ -79,7 +92,9 @@ class _Context:
         self.path = path
 
     def fail(self, key: str, message: str) -> SpecError:
-        return SpecError(f"{self.path}: {key}: {message}")
+        """The error for ``key`` (a dotted path that may end in a user's key: shortened like a
+        value, see :data:`_KEY_MAX`)."""
+        return SpecError(f"{self.path}: {shorten(key, _KEY_MAX)}: {message}")
 
 
 def _mapping(ctx: _Context, where: str, value: Any) -> dict:
@@ -127,16 +142,26 @@ def _build(ctx: _Context, cls: type, where: str, value: Any):
         raise ctx.fail(where, str(err)) from None
 
 
+#: Unicode categories refused in a name: control characters (C0 and C1: U+0085 is one), format
+#: characters (the bidirectional overrides such as U+202E, which make a name display reversed,
+#: and zero-width ones), surrogates, line and paragraph separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
 def _plain_name(ctx: _Context, name: Any, given: bool) -> str:
-    """``name`` becomes a directory under ``--output``: one plain path component."""
+    """``name`` becomes a directory under ``--output`` and the MLflow experiment's name: one plain
+    path component that prints as what it is (nothing invisible, no surrounding whitespace)."""
     fix = "set `name:` to a plain directory name" if not given else "use a plain directory name"
     if not isinstance(name, str):
         raise ctx.fail("name", f"expected a string (a directory name), got {type(name).__name__} {describe_value(name)}")
     if not name or len(name) > _NAME_MAX:
         raise ctx.fail("name", f"must be 1 to {_NAME_MAX} characters, got {describe_value(name)}; {fix}")
-    if name in (".", "..") or any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if name in (".", "..") or any(c in name for c in "/\\") or any(unicodedata.category(c) in _INVISIBLE for c in name):
         raise ctx.fail("name", f"{describe_value(name)} is not a plain directory name (no '/', '\\\\', "
-                               f"control characters, '.' or '..'); {fix}")
+                               f"control or bidirectional-override characters, '.' or '..'); {fix}")
+    if name != name.strip():
+        what = "only whitespace" if not name.strip() else "whitespace at its start or end"
+        raise ctx.fail("name", f"{describe_value(name)} has {what}; {fix}")
     return name
 
 
@@ -157,8 +182,14 @@ def _storage(ctx: _Context, value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or "\0" in value:
         raise ctx.fail("storage", f"expected a path or a URI (s3://, gs://, file://), got {describe_value(value)}")
-    if "://" in value and not _SCHEME.match(value):
-        raise ctx.fail("storage", f"{describe_value(value)} is not a URI: expected scheme://... such as s3://bucket/dir")
+    if "://" in value:
+        match = _SCHEME.match(value)
+        if not match:
+            raise ctx.fail("storage", f"{describe_value(value)} is not a URI: expected scheme://... such as s3://bucket/dir")
+        if match.group(1) not in STORAGE_SCHEMES:
+            raise ctx.fail("storage", f"{describe_value(value)}: Ray Tune cannot store results under "
+                                      f"{shorten(match.group(1), 30)}://; allowed: "
+                                      + ", ".join(f"{s}://" for s in STORAGE_SCHEMES) + " or a path")
     return value
 
 
@@ -199,7 +230,7 @@ def _parse_space(ctx: _Context, raw: Any) -> dict[str, Any]:
         if scope is None or scope in ("schedule", "distill"):
             raise ctx.fail(f"space.{key}", f"unknown key; allowed: {allowed}")
         if scope not in methods_all:
-            raise ctx.fail(f"space.{key}", f"unknown method scope {scope!r}; allowed: {methods_all}")
+            raise ctx.fail(f"space.{key}", f"unknown method scope {describe_value(scope)}; allowed: {methods_all}")
         if scope not in chosen:
             raise ctx.fail(f"space.{key}", f"method {scope!r} is not among the searched methods {chosen}")
     return space
@@ -223,7 +254,8 @@ def _parse_points(ctx: _Context, raw: Any, space: Mapping[str, Any]) -> list[dic
             entry = space[key]
             if isinstance(entry, Distribution):
                 if not entry.contains(value):
-                    raise ctx.fail(f"{where}.{key}", f"{describe_value(value)} is outside {entry.describe()}")
+                    raise ctx.fail(f"{where}.{key}", f"{describe_value(value)} is outside {entry.describe()}"
+                                                     f"{number_hint(value) if all(map(_is_number, entry.args)) else ''}")
             elif not same_value(value, entry):
                 raise ctx.fail(f"{where}.{key}", f"{describe_value(value)}, but the space fixes it to "
                                                  f"{describe_value(entry)}")

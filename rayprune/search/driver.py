@@ -107,11 +107,17 @@ def run_search(prepared: PreparedSearch, *, resume: bool = False, log=print, **o
     Before anything runs, refuses (:class:`~rayprune.errors.SpecError`) a directory another live
     driver holds, a finished search run again without ``resume``, and a resume whose space
     changed (:mod:`rayprune.search.lock`).  Options are :func:`_run_search`'s; ``storage``
-    defaults to the space file's ``storage:``.
+    defaults to the space file's ``storage:``.  A ``tracking_uri`` or ``storage`` that is refused
+    is refused before the lock, so it leaves no ``driver.lock`` (nor search directory) behind.
     """
     from rayprune.search.lock import SearchDirLock, check_start
+    from rayprune.search.storage import resolve_storage
+    from rayprune.tracking.uris import check_tracking_uri
 
     spec = prepared.spec
+    if options.get("tracking_uri"):
+        check_tracking_uri(options["tracking_uri"])
+    resolve_storage(options.get("storage") or getattr(spec, "storage", None), prepared.search_dir, spec.name)
     with SearchDirLock(prepared.search_dir) as lock:
         if lock.taken_over:
             log(f"taking over {lock.path}: its driver (PID {lock.taken_over.get('pid')} on "

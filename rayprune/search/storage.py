@@ -67,7 +67,8 @@ def resolve_storage(storage: str | None, search_dir: Path, name: str) -> SearchS
     ``file:///abs/path`` or a path (``~`` expanded, made absolute).
 
     Raises:
-        SpecError: a ``file://`` URI with a host, or a relative ``file:`` path.
+        SpecError: a ``file://`` URI with a host, a relative ``file:`` path, or a scheme Ray Tune
+            cannot write to (``javascript://x``; see :data:`rayprune.config.spec.STORAGE_SCHEMES`).
     """
     if not storage:
         return SearchStorage(str((Path(search_dir) / "ray").resolve()), "tune", is_uri=False)
@@ -79,6 +80,12 @@ def resolve_storage(storage: str | None, search_dir: Path, name: str) -> SearchS
                             f"and give the mount point")
         base = Path(parsed.path)
     elif len(parsed.scheme) > 1:  # "C:" on Windows is a drive, not a scheme
+        from rayprune.config.spec import STORAGE_SCHEMES
+
+        scheme = storage.split("://", 1)[0]  # as written: urlparse lowers it, pyarrow does not
+        if "://" in storage and scheme not in STORAGE_SCHEMES:
+            raise SpecError(f"--storage {storage!r}: Ray Tune cannot store results under {scheme[:30]}://; "
+                            f"allowed: " + ", ".join(f"{s}://" for s in STORAGE_SCHEMES) + " or a path")
         return SearchStorage(f"{storage.rstrip('/')}/{name}", "tune", is_uri=True)
     else:
         base = Path(os.path.expanduser(storage)).resolve()

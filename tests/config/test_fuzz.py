@@ -4,7 +4,8 @@ build (method options + schedule, as a trial builds them), or raises one SpecErr
 Inputs are mutations of the shipped space files (values replaced by random types, NaN/inf, huge
 numbers, unicode, distributions over random bounds; keys added, removed, duplicated; random
 nesting), generated spaces that search random method options around their defaults (where
-cross-field mistakes live), random YAML text and random bytes.  CI runs a fixed, bounded number of examples
+cross-field mistakes live), shipped files with explicit YAML tags (``!!bool x``), random YAML text
+and random bytes.  CI runs a fixed, bounded number of examples
 (derandomized: the same inputs every run); a longer search is one variable away::
 
     RAYPRUNE_FUZZ_EXAMPLES=20000 pytest tests/config/test_fuzz.py
@@ -171,8 +172,32 @@ def generated_spaces(draw) -> bytes:
     return yaml.safe_dump(doc, sort_keys=False).encode()
 
 
-documents = st.one_of(  # one_of draws each branch about equally often: mutations 4 in 8
+#: Explicit tags: every one SafeLoader builds, a local tag, unsafe ones, a verbatim one.
+TAGS = sorted(t.replace("tag:yaml.org,2002:", "!!") for t in yaml.SafeLoader.yaml_constructors if t) + [
+    "!local", "!!python/object:os.system", "!!python/name:os.system", "!!python/tuple",
+    "!<tag:yaml.org,2002:bool>", "!<tag:yaml.org,2002:int>"]
+
+
+@st.composite
+def tagged_documents(draw) -> bytes:
+    """A shipped space file with explicit tags put before some of its values (``a: !!bool x``):
+    on the value there, on a random scalar instead of it, or on an empty value."""
+    lines = yaml.safe_dump(draw(st.sampled_from(BASES)), sort_keys=False).splitlines()
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(lines) - 1))
+        line = lines[at]
+        head, sep, value = line.partition(": ") if ": " in line else line.rpartition("- ")
+        if not sep:
+            continue
+        value = draw(st.one_of(st.just(value), st.just(""), st.sampled_from(
+            ["x", "1", "yes", "+", "2024-13-45", "2024-02-30", "[1, 2]", "{a: 1}", "1e-4", ".nan"])))
+        lines[at] = f"{head}{sep}{draw(st.sampled_from(TAGS))} {value}"
+    return ("\n".join(lines) + "\n").encode()
+
+
+documents = st.one_of(  # one_of draws each branch about equally often: mutations 4 in 9
     mutated_documents(), mutated_documents(), mutated_documents(), mutated_documents(), generated_spaces(),
+    tagged_documents(),
     st.text(max_size=200).map(str.encode),
     st.binary(max_size=200),
     st.builds(lambda n: ("space: " + "[" * n + "]" * n + "\n").encode(), st.integers(1, 600)),
@@ -216,7 +241,9 @@ def _trials_build(spec) -> None:
         trial = _SampledTrial(rng, fixed)
         constants = space(trial)
         config = TrialConfig.from_flat({**trial.params, **constants}, settings)
-        build_method(config)
+        _, schedule = build_method(config)
+        if schedule is not None and schedule.kind in ("cubic", "linear"):  # a ramp never runs downwards
+            assert schedule.initial_sparsity <= schedule.final_sparsity, schedule
         DistillOptions(**config.distill)
     json.dumps(spec.to_dict(), default=str)
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from rayprune.config import load_spec, read_yaml
-from rayprune.config.reading import MAX_DEPTH
+from rayprune.config.reading import MAX_DEPTH, parse_yaml
 from rayprune.errors import SpecError
 
 MINIMAL = ("name: quickstart\ndata: {task: demo}\ntraining: {steps: 10}\n"
@@ -95,6 +95,43 @@ def test_deep_nesting_is_refused_without_recursion(tmp_path, style):
 ])
 def test_unusable_scalars(tmp_path, content, needle):
     refused(write(tmp_path, content), needle)
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("a: !!bool x\n", "'x' is not a valid !!bool"),  # KeyError inside PyYAML
+    ("a: !!timestamp x\n", "'x' is not a valid !!timestamp"),  # AttributeError
+    ("a: !!int\n", "'' is not a valid !!int"),  # IndexError
+    ("a: !!float +\n", "'+' is not a valid !!float"),  # IndexError
+    ("training: {steps: [1, !!bool maybe]}\n", "!!bool"),  # nested
+    ("!!bool x: 1\n", "!!bool"),  # a key
+    ("a: !!timestamp 2024-02-30\n", "day is out of range"),
+])
+def test_a_tag_its_constructor_cannot_build_is_one_error(tmp_path, content, needle):
+    refused(write(tmp_path, content), "not valid YAML", needle, "line 1")
+
+
+# Odd values for tags: empty, wrong kind of node, the wrong word, out of range.
+_ODD = ["", "x", "1", "yes", "+", "-", "=", "<<", ".nan", "1e400", "0x1g", "1:2:3", "2024-13-45",
+        "2024-02-30", "2024-01-01T25:00:00", "[1, 2]", "[[1, 2]]", "[{a: 1, b: 2}]", "{a: 1}", "{[1]: 2}"]
+
+
+def test_every_tag_the_safe_loader_knows_builds_or_is_one_error():
+    """The whole class, not the cases found so far: every tag SafeLoader has a constructor for
+    (and a few it has not), on values its constructor does not expect, as a value, an item and a key."""
+    tags = sorted(_tag for _tag in yaml.SafeLoader.yaml_constructors if _tag)
+    tags = [t.replace("tag:yaml.org,2002:", "!!") for t in tags] + ["!foo", "!!python/name:os.system"]
+    assert "!!bool" in tags and "!!timestamp" in tags
+    built = refused_count = 0
+    for tag in tags:
+        for value in _ODD:
+            for text in (f"a: {tag} {value}\n", f"a: [{tag} {value}]\n", f"{tag} {value}: 1\n"):
+                try:
+                    parse_yaml(text, source="t.yaml")
+                    built += 1
+                except SpecError as err:
+                    assert str(err).startswith("t.yaml: ") and "\n" not in str(err), err
+                    refused_count += 1
+    assert built and refused_count
 
 
 def test_aliases_are_checked_once(tmp_path):

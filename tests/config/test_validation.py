@@ -52,6 +52,17 @@ def refused(raw, *needles, path="s.yaml") -> str:
     return message
 
 
+def refused_file(path: Path, *needles) -> str:
+    """:func:`refused` for a file on disk (what YAML itself reads matters)."""
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message, message
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
 # ------------------------------------------------------------------------------ cross-field
 
 
@@ -80,6 +91,24 @@ def test_schedule_start_after_end_is_refused():
             "space.schedule.start", "space.schedule.end", "start <= end")
     refused(spec_with(**{"space/schedule.start": {"uniform": [0.1, 0.8]}, "space/schedule.end": 0.5}),
             "schedule.start=0.8", "start <= end")
+
+
+def test_a_ramp_that_starts_above_the_target_is_refused():
+    refused(spec_with(**{"space/schedule.initial_sparsity": 0.999, "space/target_sparsity": 0.5}),
+            "space.schedule.initial_sparsity", "initial_sparsity=0.999", "initial_sparsity <= target_sparsity")
+    # at a corner of a range: the low end of target_sparsity
+    refused(spec_with(**{"space/schedule.initial_sparsity": 0.5, "space/target_sparsity": {"uniform": [0.3, 0.9]}}),
+            "target_sparsity=0.3", "initial_sparsity <= target_sparsity")
+    refused(spec_with(**{"space/schedule.initial_sparsity": {"choice": [0.0, 0.95]},
+                         "space/target_sparsity": {"choice": [0.9, 0.99]}, "space/schedule.kind": "linear"}),
+            "schedule.initial_sparsity=0.95", "target_sparsity=0.9", "linear ramp")
+    # MGPP's own default (0.3) above the target: the message names the default
+    refused(spec_with(**{"space/method": "mgpp", "space/target_sparsity": 0.2}),
+            "the defaults of mgpp", "schedule.initial_sparsity=0.3", "initial_sparsity <= target_sparsity")
+    # up to the target is fine, and constant / oneshot never ramp
+    parse_spec(spec_with(**{"space/schedule.initial_sparsity": 0.5, "space/target_sparsity": 0.5}), path="s.yaml")
+    for kind in ("constant", "oneshot"):
+        parse_spec(spec_with(**{"space/schedule.initial_sparsity": 0.9, "space/schedule.kind": kind}), path="s.yaml")
 
 
 def test_a_point_is_checked_with_the_space_around_it():
@@ -111,6 +140,59 @@ def test_unknown_keys_of_different_types_are_one_error(where):
     node[None] = 2
     message = refused(raw, "unknown key")
     assert "allowed" in message
+
+
+_T = "training: {steps: 10}\n"
+_S = "space: {method: magnitude, target_sparsity: 0.5}\n"
+_LR = "space: {method: magnitude, target_sparsity: 0.5, learning_rate: %s}\n"
+
+
+@pytest.mark.parametrize("text, needles", [
+    ("training: {steps: 10, learning_rate: 1e-4}\n" + _S,
+     ["training.learning_rate", "got str '1e-4'", "YAML 1.1 reads 1e-4 as text: write 1.0e-4"]),
+    ("training: {steps: 1e3}\n" + _S, ["training.steps", "write 1.0e+3"]),
+    ("training: {steps: 10, learning_rate: 1.0e4}\n" + _S, ["write 1.0e+4"]),
+    ("training: {steps: 10, learning_rate: '0.001'}\n" + _S, ["remove the quotes"]),
+    (_T + _LR % "1e-4", ["space.learning_rate", "write 1.0e-4"]),
+    (_T + _LR % "{loguniform: [1e-5, 1.0e-3]}", ["space.learning_rate.loguniform[0]", "write 1.0e-5"]),
+    (_T + _LR % "{choice: [1.0e-5, 2e-4]}", ["space.learning_rate", "write 2.0e-4"]),
+    (_T + _LR % "{loguniform: [1.0e-5, 1.0e-3]}" + "points_to_evaluate: [{learning_rate: 1e-4}]\n",
+     ["points_to_evaluate[0].learning_rate", "write 1.0e-4"]),
+])
+def test_a_number_yaml_reads_as_text_says_how_to_write_it(tmp_path, text, needles):
+    path = tmp_path / "s.yaml"
+    path.write_text("data: {task: demo}\n" + text)
+    refused_file(path, *needles)
+
+
+def test_a_word_in_a_number_field_gets_no_number_hint():
+    message = refused(spec_with(**{"training/learning_rate": "fast"}), "training.learning_rate")
+    assert "YAML 1.1" not in message and "quotes" not in message
+
+
+LONG = "k" * 5000
+
+
+@pytest.mark.parametrize("where, key, value", [
+    ("", LONG, 1), ("training/", LONG, 1), ("data/", LONG, 1), ("objective/constraints/", LONG, 1),
+    ("space/", LONG, 1), ("space/", f"{LONG}.x", 1), ("space/", f"mgpp.{LONG}", 1),
+    ("space/", "method", "mgpp"),  # with mgpp.<long> below
+    ("training/", LONG, float("nan")),
+    ("points_to_evaluate", LONG, 0.5),
+])
+def test_a_long_unknown_key_is_shortened_in_the_message(where, key, value):
+    raw = spec_with()
+    if where == "points_to_evaluate":
+        raw["points_to_evaluate"] = [{key: value}]
+    else:
+        node = raw
+        for k in [k for k in where.split("/") if k]:
+            node = node.setdefault(k, {})
+        node[key] = value
+        if key == "method":
+            node[f"mgpp.{LONG}"] = 1
+    message = refused(raw, "kkkkk...")
+    assert len(message) < 800 and LONG not in message, message[:1000]
 
 
 @pytest.mark.parametrize("value", [None, "0.7", [0.7], True])
@@ -196,9 +278,16 @@ def test_reference_and_teacher_together_are_refused():
     refused(spec_with(**{"teacher/steps": 5, "reference/steps": 5}), "teacher", "reference")
 
 
-@pytest.mark.parametrize("name", [3, None, "", "a/b", "..", ".", "/abs", "a\\b", "tab\there", "x" * 200])
+@pytest.mark.parametrize("name", [3, None, "", "a/b", "..", ".", "/abs", "a\\b", "tab\there", "x" * 200,
+                                  "a\x85b", "a\x9bb", "a\u202eb", "a\u2066b", "a\u200bb", "a\u2028b",
+                                  " ", "   ", "\u3000", "\xa0", " lead", "trail "])
 def test_name_must_be_a_plain_directory_name(name):
     refused(spec_with(name=name), "name")
+
+
+@pytest.mark.parametrize("name", ["quickstart", "run 2", "é✓-search", "日本語", "a.b"])
+def test_a_plain_name_may_be_unicode_with_inner_spaces(name):
+    assert parse_spec(spec_with(name=name), path="s.yaml").name == name
 
 
 def test_name_defaults_to_the_file_stem(tmp_path):
@@ -210,6 +299,8 @@ def test_name_defaults_to_the_file_stem(tmp_path):
 @pytest.mark.parametrize("storage, ok", [
     (None, True), ("/mnt/shared/runs", True), ("s3://bucket/runs", True), ("file:///tmp/x", True),
     (3, False), ("", False), ("://nowhere", False),
+    ("gs://bucket/runs", True), ("abfss://c@acct.dfs.core.windows.net/runs", True), ("hdfs://nn:8020/runs", True),
+    ("javascript://x", False), ("http://host/runs", False), ("S3://bucket/runs", False), ("az://c/runs", False),
 ])
 def test_storage_is_a_path_or_a_uri(storage, ok):
     raw = spec_with(storage=storage)
@@ -217,6 +308,15 @@ def test_storage_is_a_path_or_a_uri(storage, ok):
         assert parse_spec(raw, path="s.yaml").storage == storage
     else:
         refused(raw, "storage")
+
+
+@pytest.mark.parametrize("storage", ["javascript://x", "S3://bucket/runs"])
+def test_a_storage_scheme_ray_cannot_write_is_refused_naming_the_allowed_ones(tmp_path, storage):
+    from rayprune.search.storage import resolve_storage
+
+    refused(spec_with(storage=storage), "storage", "allowed: s3://, gs://", "or a path")
+    with pytest.raises(SpecError, match="allowed: s3://, gs://"):  # the same list for --storage
+        resolve_storage(storage, tmp_path, "x")
 
 
 def test_a_range_over_an_integer_or_a_word_is_refused():
