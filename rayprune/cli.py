@@ -96,8 +96,11 @@ def cmd_search(args) -> int:
               f"{d['eval_examples']} eval examples; floor {d['floor']:.4f}, reference {d['reference']}), "
               f"recorded seconds x {args.replay_time_scale:g}")
     else:
-        print(f"task       {d['task']}: {d['train_examples']} train / {d['selection_examples']} selection / "
-              f"{d['eval_examples']} eval examples, max_seq_length {d['max_seq_length']}")
+        print(f"task       {d['task']} ({d.get('task_type', 'classification')}): {d['train_examples']} train / "
+              f"{d['selection_examples']} selection / {d['eval_examples']} eval examples, "
+              f"max_seq_length {d['max_seq_length']}")
+        for note in d.get("notes") or ():  # what loading decided or repaired (split rule, fixed offsets)
+            print(f"  {note}")
     print(f"objectives {spec.objectives}")
     print(f"budget     {spec.num_samples} trials x {s.steps} steps, evaluation every {s.eval_interval} steps, "
           f"{spec.max_concurrent} at once, {spec.cpu:g} CPU / {spec.gpu:g} GPU each")
@@ -112,7 +115,7 @@ def cmd_search(args) -> int:
     objective = objective_options(spec)
     limits = {k: v for k, v in {**objective["constraints"], "min_metric": objective["min_metric"],
                                 "objective.min_retained": objective["min_retained"]}.items() if v is not None}
-    print("judged by  the floor (best constant predictor)" + "".join(f", {k} {v:g}" for k, v in limits.items()))
+    print(f"judged by  the floor ({d.get('floor_rule', 'the best constant predictor')})" + "".join(f", {k} {v:g}" for k, v in limits.items()))
     for key, value in spec.space.items():
         print(f"  {key:34s} {value.describe() if hasattr(value, 'describe') else repr(value)}")
     print(f"output     {prepared.search_dir}")

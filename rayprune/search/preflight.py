@@ -68,7 +68,7 @@ def prepare_search(spec: SearchSpec, *, output: str | Path = "rayprune_runs", da
     data_info = {
         **task.task.to_info(),
         "task": task.name, "num_labels": task.num_labels, "is_regression": task.is_regression,
-        "metrics": list(task.metrics), "notes": list(task.notes), "train_examples": len(data.train),
+        "metrics": list(task.metrics), "notes": list(task.notes), "floor_rule": task.task.floor_description(), "train_examples": len(data.train),
         "selection_examples": len(data.selection), "eval_examples": len(data.eval),
         "max_seq_length": spec.data.max_seq_length, "data_dir": data_dir,
     }
