@@ -36,6 +36,7 @@ class TrackerState:
             "reference_run_id": self.reference_run_id,
             "reference": self._reference,
             "trials_file": TRIALS_FILE,
+            "views_metric": self._state.get("views_metric"),
         }
         text = json.dumps(state, indent=1)
         if text == self._saved_header:

@@ -42,7 +42,8 @@ from rayprune.tracking.mlflow_records import PARENT as _PARENT, REFERENCE as _RE
 from rayprune.tracking.mlflow_state import STATE_FILE, TRIALS_FILE, TrackerState
 from rayprune.tracking.mlflow_store import (ARTIFACTS_DIR, _slug, create_store_in_background, default_tracking_uri,
                                             local_artifact_dir, schema_template)
-from rayprune.tracking.summary import display_params, front_table, row_tags, run_name, search_note
+from rayprune.tracking.summary import (VIEW_TAG_PREFIX, WORKFLOW_QUERY, compare_link, display_params, front_table,
+                                       row_tags, run_name, runs_table_views, search_note)
 from rayprune.tracking.uris import check_tracking_uri, redact_uri, scrub
 
 # The store's helpers and the state's file names are re-exported: callers import them from here.
@@ -55,10 +56,6 @@ __all__ = ["default_tracking_uri", "create_store_in_background", "schema_templat
 #: the GenAI overview (traces, tokens).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-#: MLflow 3.17's UI ignores that tag for navigation: a global "GenAI | Model training" switch,
-#: read from this URL query (else the browser's last choice, else GenAI), picks the layout.  Every
-#: link rayprune prints or writes into a note carries it.
-WORKFLOW_QUERY = "workflowType=machine_learning"
 
 # Metrics worth a per-evaluation curve in the UI (few per child, ECOSYSTEM pain 13).  No param
 # is logged again as a metric: ``step`` is MLflow's own step, ``target_sparsity`` is a param.
@@ -67,6 +64,11 @@ _LOGGED_METRIC_PREFIXES = (
     "latency", "parameters", "method/",
 )
 _NEVER_METRICS = frozenset({"step", "training_iteration", "target_sparsity"})
+# The order a child's metrics are first logged in is the order MLflow lists them (its store keeps
+# the first insertion): the objective metric, sparsity and ``retained`` first, the other task
+# metrics next, the loop's bookkeeping after them and the method's diagnostics last.
+_METRIC_ORDER = ("sparsity", "retained", "sparsity_encoder", "scheduled_sparsity", "train_loss", "budget_fraction",
+                 "seconds", "latency", "parameters")
 # Text a trial reports (``precision``: fp32, bf16 or fp16, what ``training.precision`` resolved
 # to on its device): a run tag, set when first reported.  Not a param: params are immutable and
 # ``auto`` may resolve differently on the node a retried trial lands on.
@@ -90,6 +92,17 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def _reference_times(info: Mapping[str, Any], seconds: float | None, now: int) -> tuple[int, int]:
+    """(start, end) in ms of the dense reference's training, for its run's Duration: it ended
+    when its ``reference.json`` was written and took its reported ``seconds``.  A reference not
+    trained by this search, or one whose file is gone, starts and ends ``now``."""
+    path = Path(str(info.get("reference") or "")) / "reference.json"
+    if not info.get("reference_trained") or not path.is_file():
+        return now, now
+    ended = int(path.stat().st_mtime * 1000)
+    return ended - int(1000 * seconds) if seconds and seconds > 0 else ended, ended
 
 
 def _result_tags(result: Mapping[str, Any]) -> dict[str, str]:
@@ -186,6 +199,7 @@ class SearchTracker(RecordSender, TrackerState):
         #: Called by the Ray callback after every trial that ends (see MLflowTrackingCallback).
         self.on_trial_end: Callable[[list], None] | None = None
         self._param_keys: dict[str, set[str]] = {}
+        self._search_meta: dict | None = None  # search.json, read at the first trial
         self._sent_tags: dict[str, dict[str, str]] = {}
         self._pending_creates: set[str] = set()
         self._offline_since: float | None = None
@@ -243,12 +257,31 @@ class SearchTracker(RecordSender, TrackerState):
         self._record_trial_change({"named": trial_id, "name": name})
         self._pending_creates.add(trial_id)
         plain = {str(k): _plain(v) for k, v in sorted(config.items())}
+        full = self._train_config(plain)
+        config_yaml = yaml.safe_dump(plain, sort_keys=True) if full is None else yaml.safe_dump(full, sort_keys=False)
         self._submit({
             "op": "create_run", "key": trial_id, "name": name, "start_time": _now_ms(),
             "tags": {"rayprune.role": "trial", "method": str(config.get("method"))},
-            "params": display_params(config), "config_yaml": yaml.safe_dump(plain, sort_keys=True),
+            "params": display_params(config), "config_yaml": config_yaml,
         })
         return self.child_runs.get(trial_id)
+
+    def _train_config(self, trial_config: dict) -> dict | None:
+        """The config ``rayprune train --config`` re-runs the trial from (model, data, training and
+        the trial's own keys: what ``rayprune export`` writes), built from the search directory's
+        ``search.json``; None where there is none (a tracker used without a search): the run's
+        ``config.yaml`` then holds the trial's sampled keys only."""
+        if self._search_meta is None:
+            try:
+                meta = json.loads((self.search_dir / "search.json").read_text())
+            except (OSError, ValueError):
+                meta = {}
+            self._search_meta = meta if isinstance(meta, dict) and {"spec", "settings", "data"} <= set(meta) else {}
+        if not self._search_meta:
+            return None
+        from rayprune.export import train_config_for  # torch: only once a real search runs trials
+
+        return train_config_for(self._search_meta, trial_config)
 
     def log_result(self, trial_id: str, result: Mapping[str, Any], step: int) -> None:
         if not self._known(trial_id):
@@ -258,14 +291,28 @@ class SearchTracker(RecordSender, TrackerState):
             self._send_tags(trial_id, tags)
         skip = _NEVER_METRICS | set(_RESULT_TAGS) | self._param_keys.get(trial_id, set())
         now = _now_ms()
-        metrics = [
+        metrics = sorted((
             [k, float(v), now, int(step)]
             for k, v in result.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
             and k not in skip and (k in self.metric_names or k.startswith(_LOGGED_METRIC_PREFIXES))
-        ]
+        ), key=lambda m: self._metric_rank(m[0]))
         if metrics:
             self._submit({"op": "batch", "run": trial_id, "metrics": metrics})
+
+    def _metric_rank(self, key: str) -> tuple:
+        """Where ``key`` goes in a child's metrics (see ``_METRIC_ORDER``)."""
+        if key == self._reference.get("metric"):
+            return (0, "")
+        for prefix_rank, prefix in enumerate(_METRIC_ORDER[:2], 1):
+            if key == prefix:
+                return (prefix_rank, "")
+        if key.startswith("method/"):
+            return (9, key)
+        if key in self.metric_names and not key.startswith(_METRIC_ORDER):
+            return (3, key)
+        ranks = [i for i, prefix in enumerate(_METRIC_ORDER) if key.startswith(prefix)]
+        return (4 + (ranks[-1] if ranks else len(_METRIC_ORDER)) / 100, key)
 
     def end_trial(self, trial_id: str, status: str, tags: Mapping[str, str] | None = None) -> None:
         """Mark the trial's run ended (``FINISHED``, ``KILLED`` or ``FAILED``) with ``tags``;
@@ -317,24 +364,36 @@ class SearchTracker(RecordSender, TrackerState):
         if criteria is not None:
             self._reference["criteria"] = dict(criteria)
         now = _now_ms()
+        self._send_views(metric)
         parent_metrics = []
         if floor is not None and known.get("floor") != float(floor):
             parent_metrics.append([f"floor_{metric}", float(floor), now, 0])
         if metrics and self.reference_run_id is None and _REFERENCE not in self._pending_creates:
             self._pending_creates.add(_REFERENCE)
+            started, ended = _reference_times(info, numbers.get("seconds"), now)
             self._submit({
                 "op": "create_run", "key": "reference", "role": "reference", "name": "reference-dense",
-                "start_time": now, "tags": {"rayprune.role": "reference", "role": "reference",
+                "start_time": started, "tags": {"rayprune.role": "reference", "role": "reference",
                                             **_result_tags(metrics)},
                 "params": display_params({"model": info.get("reference", ""), "trained": info.get("reference_trained"),
                                           "steps": info.get("reference_steps")}),
             })
-            self._submit({"op": "batch", "run": _REFERENCE, "metrics": [[k, v, now, 0] for k, v in numbers.items()]})
-            self._submit({"op": "terminate", "run": _REFERENCE, "status": "FINISHED", "end_time": now})
+            self._submit({"op": "batch", "run": _REFERENCE, "metrics": [[k, v, ended, 0] for k, v in numbers.items()]})
+            self._submit({"op": "terminate", "run": _REFERENCE, "status": "FINISHED", "end_time": ended})
             parent_metrics += [[f"reference_{k}", v, now, 0] for k, v in numbers.items()]
         if parent_metrics:
             self._submit({"op": "batch", "run": _PARENT, "metrics": parent_metrics})
         self._save()
+
+    def _send_views(self, metric: str) -> None:
+        """Put the runs-table views the printed links open into experiment tags
+        (:func:`~rayprune.tracking.summary.runs_table_views`), once per search and metric;
+        ``tracking.json`` records the metric so ``rayprune ui`` links to them."""
+        if self._state.get("views_metric") == metric:
+            return
+        for key, value in runs_table_views(metric).items():
+            self._submit({"op": "experiment_tag", "key": VIEW_TAG_PREFIX + key, "value": value})
+        self._state["views_metric"] = metric
 
     def log_pareto(self, front_rows: list[dict], all_rows: list[dict], *, metric: str, hypervolume: float,
                    figure_png: Path | None = None, figure_html: Path | None = None, table_csv: Path | None = None,
@@ -389,9 +448,10 @@ class SearchTracker(RecordSender, TrackerState):
         self._submit({"op": "artifact", "run": _PARENT, "name": "front.json", "text": json.dumps(table),
                       "artifact_path": "pareto"})
         front_ids = {r["trial_id"] for r in front_rows}
+        front_ids_sorted = [r["trial_id"] for r in front_rows if r["trial_id"] in self.child_runs]
         for row in all_rows:
             if self._known(row["trial_id"]):
-                self._send_tags(row["trial_id"], row_tags(row, front_ids))
+                self._send_tags(row["trial_id"], row_tags(row, front_ids, metric=metric, floor=floor))
         if reference_value is None:
             reference_value = self._reference.get("value")
             reference_model = reference_model or self._reference.get("model")
@@ -405,7 +465,8 @@ class SearchTracker(RecordSender, TrackerState):
             run_links={t: self._link(r) for t, r in self.child_runs.items()}, run_names=self.run_names,
             reference_value=reference_value, reference_model=reference_model,
             reference_link=self._link(self.reference_run_id), floor=floor, constraints=constraints,
-            hypervolume_reference=hypervolume_reference, running=self.trials_seen == 0)
+            hypervolume_reference=hypervolume_reference, running=self.trials_seen == 0,
+            front_compare_link=compare_link(self.experiment_id, [self.child_runs[t] for t in front_ids_sorted]))
         self._send_tags(_PARENT, {_NOTE_TAG: note,
                                   _LOGGED_ARTIFACTS_TAG: json.dumps([{"path": _FRONT_TABLE, "type": "table"}])})
 
