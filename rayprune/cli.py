@@ -223,7 +223,7 @@ def cmd_ui(args) -> int:
 
     from rayprune.search.results import load_search_dir
     from rayprune.tracking.mlflow_tracker import default_tracking_uri
-    from rayprune.tracking.ui import ui_links, ui_server_command
+    from rayprune.tracking.ui import ui_links, ui_server_command, ui_server_env
 
     search_dir = Path(args.search_dir).resolve()
     load_search_dir(search_dir)
@@ -245,7 +245,7 @@ def cmd_ui(args) -> int:
                        ("parent", "the search's run (its description summarises the search)")):
         if key in links:
             print(f"  {label + ':':<58} {links[key]}")
-    return subprocess.call(cmd)
+    return subprocess.call(cmd, env=ui_server_env())
 
 
 def cmd_sync(args) -> int:

@@ -3,7 +3,9 @@
 Every trial with finite values is drawn, marked by what it is: a full-budget ``ok`` trial, one
 stopped early, one judged ``collapsed`` (not clearly above the floor), ``infeasible`` (violates a
 constraint) or ``failed``; the front joins the members only.  The floor (the best constant
-predictor) and the dense reference are horizontal lines.
+predictor) and the dense reference are horizontal lines.  Front members are labelled with their
+run's name in MLflow (``<method>-s<target>-<trial id>``) and measured sparsity, so two points of
+one method are told apart.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-__all__ = ["plot_front"]
+__all__ = ["plot_front", "point_label"]
 
 # (label, marker) per kind of trial; the kind of a row is given by _kind.
 _KINDS = {
@@ -37,6 +39,14 @@ def _finite(row: dict, metric: str) -> bool:
         return False
 
 
+def point_label(row: dict) -> str:
+    """A front member's label: its run name and measured sparsity, e.g.
+    ``seven-s0.97-29758aa5 (sparsity 0.970)``."""
+    from rayprune.tracking.summary import run_name
+
+    return f"{run_name(str(row['trial_id']), row)} (sparsity {float(row['sparsity']):.3f})"
+
+
 def plot_front(search_dir: Path, rows: list[dict], front_rows: list[dict], metric: str, *,
                floor: float | None = None, reference: float | None = None):
     """pareto.png (matplotlib) and pareto.html (plotly, interactive) of sparsity vs metric."""
@@ -57,8 +67,11 @@ def plot_front(search_dir: Path, rows: list[dict], front_rows: list[dict], metri
     if front_rows:
         ax.plot([float(r["sparsity"]) for r in front_rows], [float(r[metric]) for r in front_rows],
                 "r-o", label="Pareto front", drawstyle="steps-post")
-        for r in front_rows:
-            ax.annotate(str(r["method"]), (float(r["sparsity"]), float(r[metric])), fontsize=7)
+        for i, r in enumerate(front_rows):
+            # Alternate above and below the point: neighbours on a steep front do not overlap.
+            ax.annotate(point_label(r), (float(r["sparsity"]), float(r[metric])), fontsize=6,
+                        xytext=(4, 6 if i % 2 == 0 else -10), textcoords="offset points",
+                        ha="right" if float(r["sparsity"]) > 0.6 else "left")
     if reference is not None:
         ax.axhline(reference, color="green", linestyle="-", linewidth=1, label=f"dense reference {reference:.3f}")
     if floor is not None:
@@ -85,11 +98,14 @@ def plot_front(search_dir: Path, rows: list[dict], front_rows: list[dict], metri
     figure.add_trace(go.Scatter(
         x=[float(r["sparsity"]) for r in front_rows], y=[float(r[metric]) for r in front_rows],
         mode="lines+markers", name="Pareto front", line_shape="hv",
-        text=[f"{r['trial_id']} {r['method']}" for r in front_rows]))
+        text=[point_label(r) for r in front_rows]))
     if reference is not None:
         figure.add_hline(y=reference, line_color="green", annotation_text=f"dense reference {reference:.3f}")
     if floor is not None:
         figure.add_hline(y=floor, line_dash="dash", line_color="grey", annotation_text=f"floor {floor:.3f}")
-    figure.update_layout(xaxis_title="measured sparsity", yaxis_title=metric, title="rayprune Pareto front")
+    # The legend goes below the plot: on the right, its long entries were cut at the page's edge.
+    figure.update_layout(xaxis_title="measured sparsity", yaxis_title=metric, title="rayprune Pareto front",
+                         legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0),
+                         margin=dict(l=60, r=30, t=60, b=120))
     figure.write_html(str(html), include_plotlyjs=True)
     return png, html

@@ -7,11 +7,26 @@ functions build.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Mapping, Sequence
 
 __all__ = ["run_name", "display_value", "display_params", "row_tags", "front_table", "trial_counts",
-           "search_note", "STATUS_GUIDE"]
+           "search_note", "runs_table_views", "compare_link", "STATUS_GUIDE", "VIEW_TAG_PREFIX", "TRIALS_VIEW",
+           "FRONT_VIEW", "WORKFLOW_QUERY"]
+
+#: MLflow 3's UI takes its layout from a global "GenAI | Model training" switch: this URL query,
+#: else the browser's last click on the switch (``localStorage["mlflow.workflowType"]``), else
+#: GenAI; the experiment's ``mlflow.experimentKind`` tag is not read (3.17 and 3.18).  Every link
+#: rayprune prints or writes into a note carries it.
+WORKFLOW_QUERY = "workflowType=machine_learning"
+#: An experiment tag ``<prefix><key>`` holds a runs-table view that the link
+#: ``#/experiments/<id>/runs?viewStateShareKey=<key>`` opens (MLflow's "share view": columns,
+#: their order and widths, filter, sort).  MLflow leaves expanded parents out of a shared view,
+#: so rayprune's views filter the parent run away: the trials are top-level rows.
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+TRIALS_VIEW = "rayprune-trials"
+FRONT_VIEW = "rayprune-front"
 
 #: How MLflow's run statuses read for a rayprune search (the note repeats it; so does the README).
 STATUS_GUIDE = (
@@ -52,9 +67,12 @@ def _bool(value: Any) -> str:
     return "true" if value else "false"
 
 
-def row_tags(row: Mapping[str, Any], front_ids: set[str]) -> dict[str, str]:
+def row_tags(row: Mapping[str, Any], front_ids: set[str], *, metric: str | None = None,
+             floor: float | None = None) -> dict[str, str]:
     """The tags a results row gives its trial's run: ``pareto``, ``collapsed``, ``stopped_early``,
-    and ``verdict``/``verdict_reason`` when the row has them (results-row contract)."""
+    and ``verdict``/``verdict_reason`` when the row has a verdict (results-row contract).  The
+    criteria give an ``ok`` verdict no reason; its ``verdict_reason`` says why it passed (with
+    ``metric`` and ``floor``: the numbers), so every judged trial has one."""
     tags = {
         "pareto": _bool(row.get("trial_id") in front_ids),
         "collapsed": _bool(row.get("verdict") == "collapsed"),
@@ -62,9 +80,24 @@ def row_tags(row: Mapping[str, Any], front_ids: set[str]) -> dict[str, str]:
     }
     if row.get("verdict"):
         tags["verdict"] = str(row["verdict"])
-    if row.get("verdict_reason") not in (None, ""):
-        tags["verdict_reason"] = str(row["verdict_reason"])[:5000]
+    reason = row.get("verdict_reason")
+    if reason in (None, "") and row.get("verdict") == "ok":
+        reason = _ok_reason(row, metric, floor)
+    if reason not in (None, ""):
+        tags["verdict_reason"] = str(reason)[:5000]
     return tags
+
+
+def _ok_reason(row: Mapping[str, Any], metric: str | None, floor: float | None) -> str:
+    """Why a trial passed the criteria, in the words of the failing verdicts' reasons."""
+    value = _number(row.get(metric)) if metric else ""
+    if value and floor is not None:
+        reason = f"{metric} {value} is clearly above the floor {_number(floor)} and meets the objective's criteria"
+    else:
+        reason = "above the floor and meets the objective's criteria"
+    if row.get("status") == "stopped":
+        reason += f" at its last evaluation (stopped early, budget fraction {_number(row.get('budget_fraction'), 2)})"
+    return reason
 
 
 def _number(value: Any, digits: int = 4) -> str:
@@ -104,6 +137,36 @@ def front_table(front_rows: Sequence[Mapping[str, Any]], metric: str,
     return {"columns": columns, "data": data}
 
 
+def runs_table_views(metric: str) -> dict[str, str]:
+    """The runs-table views rayprune's links open, as ``{share key: experiment tag value}``:
+    :data:`TRIALS_VIEW` (every trial and the dense reference, best ``metric`` first) and
+    :data:`FRONT_VIEW` (the front, by sparsity), both with method, target, sparsity, the metric,
+    ``retained``, the verdict and ``pareto`` as columns and the run name wide enough for the
+    trial id.  The value is the JSON MLflow's "share view" writes (it also reads it uncompressed);
+    column ids are MLflow's ``<type>.`<key>``` names."""
+    columns = ["params.`method`", "params.`target_sparsity`", "metrics.`sparsity`", f"metrics.`{metric}`",
+               "metrics.`retained`", "tags.`verdict`", "tags.`pareto`"]
+    widths = {"attributes.`Run Name`": 250, "params.`method`": 100, "params.`target_sparsity`": 120,
+              "metrics.`sparsity`": 100, f"metrics.`{metric}`": 110, "metrics.`retained`": 100,
+              "tags.`verdict`": 100, "tags.`pareto`": 80}
+    layout = {"selectedColumns": columns, "columnOrder": ["attributes.`Run Name`", *columns], "columnWidths": widths}
+    return {
+        TRIALS_VIEW: json.dumps({"searchFilter": "tags.`rayprune.role` != 'search'",
+                                 "orderByKey": f"metrics.`{metric}`", "orderByAsc": False, **layout}),
+        FRONT_VIEW: json.dumps({"searchFilter": "tags.`pareto` = 'true'", "orderByKey": "metrics.`sparsity`",
+                                "orderByAsc": True, **layout}),
+    }
+
+
+def compare_link(experiment_id: str, run_ids: Sequence[str]) -> str:
+    """A URL fragment of MLflow's Compare view of ``run_ids``, in the model-training layout (a
+    Compare opened from the runs table's button drops :data:`WORKFLOW_QUERY` and shows GenAI's)."""
+    from urllib.parse import quote
+
+    return (f"#/compare-runs?runs={quote(json.dumps(list(run_ids)), safe='')}"
+            f"&experiments={quote(json.dumps([str(experiment_id)]), safe='')}&{WORKFLOW_QUERY}")
+
+
 def trial_counts(all_rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """Each trial counted once: ``failed`` (an error or a ``failed`` verdict), ``collapsed``
     (finished, not clearly above the floor), ``infeasible`` (a constraint not met), ``stopped``
@@ -129,13 +192,15 @@ def search_note(*, name: str, metric: str, front_rows: Sequence[Mapping[str, Any
                 run_names: Mapping[str, str], reference_value: float | None = None,
                 reference_model: str | None = None, reference_link: str | None = None,
                 floor: float | None = None, constraints: Mapping[str, Any] | None = None,
-                hypervolume_reference: Sequence[float] | None = None, running: bool = False) -> str:
+                hypervolume_reference: Sequence[float] | None = None, running: bool = False,
+                front_compare_link: str | None = None) -> str:
     """The parent run's description (MLflow's run note, markdown): the reference, the floor, the
     constraints, the front as a table whose run names link to the child runs, the trial counts,
     and how to read the statuses.
 
     ``run_links`` maps trial ids to URL fragments of their runs (``#/experiments/1/runs/<id>``,
-    relative so they work on any host the UI is served from).
+    relative so they work on any host the UI is served from); ``front_compare_link`` (a fragment
+    too, :func:`compare_link`) opens the front in MLflow's Compare view.
     """
     lines = [f"## rayprune search `{name}`" + (" (running)" if running else ""), ""]
     if reference_value is not None:
@@ -183,6 +248,8 @@ def search_note(*, name: str, metric: str, front_rows: Sequence[Mapping[str, Any
                 else:
                     cells.append(_number(row.get(column), 3 if column == "target_sparsity" else 4))
             lines.append("| " + " | ".join(cells) + " |")
+        if front_compare_link and len(front_rows) > 1:
+            lines += ["", f"[Compare the front]({front_compare_link}) (parallel coordinates, scatter plot)"]
     else:
         lines.append("(empty: no trial has finished its full budget above the floor yet)")
     lines += ["", "Filter the runs table with `tags.pareto = 'true'` for the front, "
