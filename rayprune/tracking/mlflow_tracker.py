@@ -466,7 +466,8 @@ class SearchTracker(RecordSender, TrackerState):
             reference_value=reference_value, reference_model=reference_model,
             reference_link=self._link(self.reference_run_id), floor=floor, constraints=constraints,
             hypervolume_reference=hypervolume_reference, running=self.trials_seen == 0,
-            front_compare_link=compare_link(self.experiment_id, [self.child_runs[t] for t in front_ids_sorted]))
+            front_compare_link=compare_link(self.experiment_id, [self.child_runs[t] for t in front_ids_sorted]),
+            data=self._search_json().get("data") or {})
         self._send_tags(_PARENT, {_NOTE_TAG: note,
                                   _LOGGED_ARTIFACTS_TAG: json.dumps([{"path": _FRONT_TABLE, "type": "table"}])})
 
@@ -474,10 +475,15 @@ class SearchTracker(RecordSender, TrackerState):
         """The front's criteria as :meth:`log_reference` got them, else as ``search.json`` has them."""
         if "criteria" in self._reference:
             return self._reference["criteria"]
+        return dict(self._search_json().get("criteria") or {})
+
+    def _search_json(self) -> dict:
+        """The search directory's ``search.json`` (settings, data, criteria); {} before it exists."""
         try:
-            return dict(json.loads((self.search_dir / "search.json").read_text()).get("criteria") or {})
+            meta = json.loads((self.search_dir / "search.json").read_text())
         except (OSError, ValueError):
             return {}
+        return meta if isinstance(meta, dict) else {}
 
     def _relative(self, path) -> str:
         path = Path(path)

@@ -193,7 +193,7 @@ def search_note(*, name: str, metric: str, front_rows: Sequence[Mapping[str, Any
                 reference_model: str | None = None, reference_link: str | None = None,
                 floor: float | None = None, constraints: Mapping[str, Any] | None = None,
                 hypervolume_reference: Sequence[float] | None = None, running: bool = False,
-                front_compare_link: str | None = None) -> str:
+                front_compare_link: str | None = None, data: Mapping[str, Any] | None = None) -> str:
     """The parent run's description (MLflow's run note, markdown): the reference, the floor, the
     constraints, the front as a table whose run names link to the child runs, the trial counts,
     and how to read the statuses.
@@ -203,6 +203,11 @@ def search_note(*, name: str, metric: str, front_rows: Sequence[Mapping[str, Any
     too, :func:`compare_link`) opens the front in MLflow's Compare view.
     """
     lines = [f"## rayprune search `{name}`" + (" (running)" if running else ""), ""]
+    data = data or {}
+    if data.get("task"):  # the task and how its splits were made (search.json's data section)
+        lines.append(f"- **Task**: {data['task']} ({data.get('task_type', 'classification')}), "
+                     f"{data.get('train_examples', '?')} train / {data.get('eval_examples', '?')} eval rows")
+        lines += [f"  - {note}" for note in data.get("notes") or ()]
     if reference_value is not None:
         model = f" ({reference_model})" if reference_model else ""
         ref = f"[{metric} {_number(reference_value)}]({reference_link})" if reference_link else \
@@ -211,7 +216,8 @@ def search_note(*, name: str, metric: str, front_rows: Sequence[Mapping[str, Any
     else:
         lines.append("- **Dense reference**: none")
     if floor is not None:
-        lines.append(f"- **Floor** (best constant predictor on the eval split): {metric} {_number(floor)}")
+        rule = data.get("floor_rule") or "best constant predictor on the eval split"
+        lines.append(f"- **Floor** ({rule}): {metric} {_number(floor)}")
     active = {k: v for k, v in (constraints or {}).items() if v is not None}
     if active:
         feasible = sum(1 for r in all_rows if r.get("status") == "complete" and r.get("verdict") != "infeasible")
