@@ -293,6 +293,10 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
         if row["trial_id"] in unfinished:
             row["status"] = "interrupted"
     summary = write_pareto(search_dir, rows, metric=settings.metric, criteria=criteria, tracker=tracker)
+    if not isinstance(prepared.data, ReplayData):  # replayed curves have no model to ask
+        from rayprune.search.samples import log_prediction_samples
+
+        log_prediction_samples(tracker, summary["front"], settings, prepared.data, search_dir, log=log)
     # finish() replays what an outage kept back; what is still pending waits for `rayprune sync`.
     summary["tracking_pending"] = tracker.finish("KILLED" if interrupted else "FINISHED")
     summary["errors"] = results.num_errors

@@ -47,6 +47,8 @@ class Tracker(Protocol):
 
     def log_pareto(self, front_rows: list[dict], all_rows: list[dict], **kwargs: Any) -> None: ...
 
+    def log_trial_table(self, trial_id: str, name: str, rows: list[dict]) -> None: ...
+
     def finish(self, status: str = "FINISHED") -> int: ...
 
 
@@ -79,6 +81,9 @@ class NullTracker:
         pass
 
     def log_pareto(self, front_rows, all_rows, **kwargs):
+        pass
+
+    def log_trial_table(self, trial_id, name, rows):
         pass
 
     def finish(self, status="FINISHED"):

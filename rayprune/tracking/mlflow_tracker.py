@@ -75,6 +75,13 @@ _METRIC_ORDER = ("sparsity", "retained", "sparsity_encoder", "scheduled_sparsity
 _RESULT_TAGS = ("precision",)
 _NOTE_TAG = "mlflow.note.content"
 _LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
+
+
+def _cell(value):
+    """A table cell MLflow's table view shows as text: lists (gold answers, entities) joined."""
+    if isinstance(value, (list, tuple)):
+        return " | ".join(map(str, value))
+    return value
 _FRONT_TABLE = "pareto/front.json"
 
 
@@ -470,6 +477,16 @@ class SearchTracker(RecordSender, TrackerState):
             data=self._search_json().get("data") or {})
         self._send_tags(_PARENT, {_NOTE_TAG: note,
                                   _LOGGED_ARTIFACTS_TAG: json.dumps([{"path": _FRONT_TABLE, "type": "table"}])})
+
+    def log_trial_table(self, trial_id: str, name: str, rows: list[dict]) -> None:
+        """A small table on a trial's run (MLflow's table artifact, rendered by the UI's
+        Artifacts tab): the driver logs each front member's predictions sample with it."""
+        if not rows or not self._known(trial_id):
+            return
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        table = {"columns": columns, "data": [[_cell(row.get(c)) for c in columns] for row in rows]}
+        self._submit({"op": "artifact", "run": trial_id, "name": name, "text": json.dumps(table)})
+        self._send_tags(trial_id, {_LOGGED_ARTIFACTS_TAG: json.dumps([{"path": name, "type": "table"}])})
 
     def _criteria(self) -> dict:
         """The front's criteria as :meth:`log_reference` got them, else as ``search.json`` has them."""

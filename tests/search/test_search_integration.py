@@ -168,6 +168,16 @@ def test_mlflow_holds_parent_and_child_runs_with_final_metrics(finished_search):
     artifacts = {f"pareto/{p.name}" for p in pareto_dir.iterdir()}
     assert {"pareto/pareto.csv", "pareto/pareto.png", "pareto/pareto.html"} <= artifacts
     assert parent.data.metrics["pareto_hypervolume"] == pytest.approx(summary["hypervolume"])
+    # Each front member's run shows what it predicts on a few eval examples (a table artifact).
+    for trial_id in front_ids:
+        run = by_trial[trial_id]
+        sample_file = local_artifact_dir(search_dir, exp.artifact_location, run.info.run_id) / "predictions_sample.json"
+        table = json.loads(sample_file.read_text())
+        assert table["columns"] == ["text", "gold", "predicted"]
+        assert 0 < len(table["data"]) <= 20
+        assert {row[1] for row in table["data"]} <= {"0", "1"}  # the keyword task's labels are ids
+        assert json.loads(run.data.tags["mlflow.loggedArtifacts"]) == [{"path": "predictions_sample.json",
+                                                                        "type": "table"}]
 
 
 def test_pareto_cli_agrees_with_the_logged_front(finished_search):
