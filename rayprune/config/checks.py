@@ -29,6 +29,7 @@ from rayprune.config.sections import DistillOptions, SparsityTarget
 from rayprune.config.space import check_entry, values_of
 from rayprune.errors import SpecError
 from rayprune.methods import get_method
+from rayprune.methods.masks import check_pattern_target
 from rayprune.methods.schedules import SparsitySchedule
 
 __all__ = ["check_trials", "MAX_COMBINATIONS"]
@@ -124,13 +125,14 @@ def check_trials(space: Mapping[str, Any], points: Sequence[Mapping], methods: S
     if distill_on and not has_reference:
         raise fail("space.distill.alpha", "distillation needs the dense reference; remove `reference: none` "
                                           "or keep distill.alpha at 0")
-    schedule_keys = ["target_sparsity"] + [k for k in space if split_key(k)[0] == "schedule"]
+    base_schedule_keys = ["target_sparsity"] + [k for k in space if split_key(k)[0] == "schedule"]
     distill_keys = [k for k in space if split_key(k)[0] == "distill"]
     for method in methods:
         cls = get_method(method)
         fields = {f.name: f for f in cls.option_fields()}
         hints = type_hints(cls.Options)
         option_keys = [k for k in space if split_key(k)[0] == method]
+        schedule_keys = base_schedule_keys + [k for k in option_keys if split_key(k)[1] == "sparsity_pattern"]
         for key in option_keys:
             name = split_key(key)[1]
             if name not in fields:
@@ -143,12 +145,19 @@ def check_trials(space: Mapping[str, Any], points: Sequence[Mapping], methods: S
         def build_method(chosen: dict, cls=cls) -> None:
             cls(**{split_key(k)[1]: v for k, v in chosen.items()})
 
-        def build_schedule(chosen: dict, cls=cls) -> None:
-            given = {split_key(k)[1]: v for k, v in chosen.items() if k != "target_sparsity"}
+        def build_schedule(chosen: dict, cls=cls, method=method) -> None:
+            given = {split_key(k)[1]: v for k, v in chosen.items()
+                     if k != "target_sparsity" and split_key(k)[0] == "schedule"}
             target = chosen.get("target_sparsity", SparsityTarget.target_sparsity)
-            _check_ramp(SparsitySchedule(final_sparsity=target, **{**dict(cls.schedule_defaults), **given}))
+            schedule = SparsitySchedule(final_sparsity=target, **{**dict(cls.schedule_defaults), **given})
+            _check_ramp(schedule)
+            if cls.one_shot and schedule.kind not in ("oneshot", "constant"):
+                raise ValueError(f"{method} prunes once from calibration data: schedule.kind must be "
+                                 f"'oneshot' or 'constant', got {schedule.kind!r}")
+            # An N:M pattern reaches exactly 1 - N/M: the target must say so.
+            check_pattern_target(chosen.get(f"{method}.sparsity_pattern", "unstructured"), target)
 
-        overridden = {split_key(k)[1] for k in schedule_keys}
+        overridden = {split_key(k)[1] for k in schedule_keys if split_key(k)[0] != method}
         defaults = {k: v for k, v in dict(cls.schedule_defaults).items() if k not in overridden}
         note = (f" (with the defaults of {method}: " + ", ".join(f"schedule.{k}={v!r}" for k, v in defaults.items()) + ")"
                 if defaults else "")

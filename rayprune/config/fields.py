@@ -8,7 +8,10 @@ its bounds and help text in the field metadata under these keys::
                                  "minimum": 0.0, "maximum": 1.0})
 
 ``minimum`` / ``maximum`` are inclusive, ``exclusive_minimum`` / ``exclusive_maximum`` strict;
-``help`` (or ``note``) is one line for ``rayprune methods`` and the JSON Schema.  The same entries
+``help`` (or ``note``) is one line for ``rayprune methods`` and the JSON Schema; ``validate`` (a
+callable raising ``TypeError``/``ValueError`` with its own message) checks a value's form before
+the type check, and ``pattern`` (a regular expression) is its JSON Schema counterpart (both for
+strings with a grammar, e.g. ``sparsity_pattern``).  The same entries
 feed :func:`check_value` (validation before any trial starts), :func:`field_schema` (the JSON
 Schema) and :func:`describe_bounds` (``rayprune methods``), so a bound is written once.
 
@@ -186,6 +189,9 @@ def check_value(value: Any, hint: Any, metadata: typing.Mapping | None = None) -
         if optional:
             return None
         raise TypeError(f"expected {allowed}, got null")
+    validate = metadata.get("validate")
+    if validate is not None:
+        validate(value)
     if typing.get_origin(base) is Literal:
         choices = typing.get_args(base)
         if not any(type(value) is type(c) and value == c for c in choices):
@@ -239,6 +245,8 @@ def field_schema(hint: Any, metadata: typing.Mapping | None = None) -> dict:
         schema = {"type": "number"}
     elif base is str:
         schema = {"type": "string"}
+        if metadata.get("pattern"):
+            schema["pattern"] = metadata["pattern"]
     elif typing.get_origin(base) is list:
         item = field_schema(typing.get_args(base)[0]) if typing.get_args(base) else {}
         schema = {"oneOf": [{"type": "array", "items": item}, item]} if item else {"type": "array"}

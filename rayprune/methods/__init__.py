@@ -46,6 +46,8 @@ _BUILTIN: dict[str, str] = {
     "pins": "rayprune.methods.pins:PINSMethod",
     "seven": "rayprune.methods.seven:SevenMethod",
     "rpp": "rayprune.methods.rpp:RPPMethod",
+    "wanda": "rayprune.methods.wanda:WandaMethod",
+    "sparsegpt": "rayprune.methods.sparsegpt:SparseGPTMethod",
     "grain": "rayprune.methods.structured.grain:GrainMethod",
     "head_ffn": "rayprune.methods.structured.grain:HeadFFNMethod",
 }

@@ -36,6 +36,16 @@ Conventions every method shares (decided once, written in the README):
 * **Masks are applied by zeroing in place** after every optimizer step (``apply_masks``), so the
   forward pass always sees ``W * M``.  No forward hooks, no ``weight_orig``.
 * **Sparsity is measured** from the weights (``rayprune.measure``), never copied from a target.
+* **Sparsity patterns** (``<method>.sparsity_pattern``, every unstructured method):
+  ``unstructured`` (default) or ``N:M``, at most N non-zeros in every M consecutive weights along
+  the input dimension of each prunable linear (2:4 is what torch's GPU kernels run).  Under N:M
+  the method's own scores choose the kept N of every M, and the ramp gets there gradually: at
+  every masking step the top N of each group (by the current scores) are protected
+  (:func:`~rayprune.methods.masks.protect_top_n_of_m`) and the usual lowest-k selection
+  (global or per tensor) runs on the rest, so each intermediate mask is N:M-compatible and the
+  ramp's last step, at ``1 - N/M``, prunes exactly the N:M complement.  Targets whose shape the
+  GPU kernel does not take (:func:`~rayprune.methods.masks.nm_unfit_reason`) stay dense and are
+  listed in ``dense_layers``; ``diagnostics`` reports ``nm_violations`` and ``nm_sparsity``.
 
 How the trial loop (``rayprune.training.loop.run_training``) drives a method, per training
 step: the forward (hidden states if ``needs_hidden_states``), ``task_loss`` (``None``: the
@@ -57,13 +67,15 @@ method reads the current step and learning rate from it instead of reaching into
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from rayprune.methods import masks as mask_ops
+from rayprune.methods.masks import UNSTRUCTURED, parse_sparsity_pattern
 
 __all__ = [
     "PruningMethod",
@@ -100,20 +112,32 @@ class MethodOptions:
         mask_policy: ``persistent`` (a pruned entry never comes back) or ``reselect`` (the mask
             is re-chosen from the current scores at every masking step until the ramp ends);
             each method's ``Options`` sets its paper's default (module docstring).
+        sparsity_pattern: ``unstructured`` or ``N:M`` (module docstring); structured methods
+            accept only ``unstructured``.
     """
 
     selection: Literal["global", "layer"] = "global"
     mask_policy: MaskPolicy = mask_policy_option("persistent", "masks only grow")
+    sparsity_pattern: str = field(
+        default=UNSTRUCTURED,
+        metadata={
+            "help": "unstructured, or N:M with N < M (e.g. '2:4', quoted in YAML): at most N "
+            "non-zeros in every M consecutive weights along each linear's input dimension, "
+            "chosen by the method's scores; the target sparsity must then be 1 - N/M",
+            "validate": parse_sparsity_pattern,
+            "pattern": "^(unstructured|[0-9]+:[0-9]+)$",
+        },
+    )
 
     def __post_init__(self) -> None:
-        if self.selection not in ("global", "layer"):
-            raise ValueError(
-                f"selection must be one of ('global', 'layer'), got selection={self.selection!r}"
-            )
+        allowed = typing.get_args(typing.get_type_hints(type(self))["selection"])
+        if self.selection not in allowed:
+            raise ValueError(f"selection must be one of {allowed}, got selection={self.selection!r}")
         if self.mask_policy not in MASK_POLICIES:
             raise ValueError(
                 f"mask_policy must be one of {MASK_POLICIES}, got mask_policy={self.mask_policy!r}"
             )
+        parse_sparsity_pattern(self.sparsity_pattern)
 
 
 @dataclass
@@ -140,6 +164,11 @@ class TrainingContext:
         seed: the trial's seed.
         task: the trial's :class:`~rayprune.tasks.base.Task` (distilling methods ask it for the
             soft-target loss of its head's outputs, e.g. start/end logits for QA).
+        calibration_batches: ``calibration_batches(num_samples, seed)`` yields model-input dicts
+            (``input_ids``, ``attention_mask``, ``token_type_ids``..., no labels) on the model's
+            device, ``num_samples`` training examples in all, drawn with ``seed``; one-shot
+            methods (Wanda, SparseGPT) read their calibration set from it.  ``None``: no
+            calibration data (a one-shot method then refuses to prune).
     """
 
     total_steps: int
@@ -158,6 +187,7 @@ class TrainingContext:
     seed: int = 0
     extras: dict = field(default_factory=dict)
     task: Any = None
+    calibration_batches: Callable[[int, int], Iterator[dict]] | None = None
 
 
 class PruningMethod:
@@ -179,6 +209,9 @@ class PruningMethod:
             forward and keeps the dense weights, so a returning entry resumes from the value it
             had when pruned (stored by the base); ``False``: it restarts from 0 (module
             docstring).
+        one_shot: prunes once, from calibration data, at the schedule's first masking step and
+            keeps the mask frozen after it (Wanda, SparseGPT); its schedule must be ``oneshot``
+            or ``constant``.
     """
 
     Options: ClassVar[type[MethodOptions]] = MethodOptions
@@ -189,6 +222,7 @@ class PruningMethod:
     default_scope: ClassVar[str] = "encoder_linear"
     schedule_defaults: ClassVar[Mapping[str, Any]] = {}
     keeps_pruned_values: ClassVar[bool] = False
+    one_shot: ClassVar[bool] = False
 
     def __init__(self, options: MethodOptions | None = None, **kwargs: Any) -> None:
         if options is not None and kwargs:
@@ -207,6 +241,15 @@ class PruningMethod:
                 f"{type(self).__name__} needs {self.Options.__qualname__}, got {type(options).__name__}"
             )
         self.options = options
+        # (N, M) under an N:M pattern, else None.
+        self._nm = parse_sparsity_pattern(getattr(options, "sparsity_pattern", UNSTRUCTURED))
+        if self._nm is not None and self.structured:
+            raise ValueError(
+                f"sparsity_pattern={options.sparsity_pattern!r}: {type(self).__name__} removes "
+                f"whole units; N:M patterns apply to unstructured methods only (use 'unstructured')"
+            )
+        # Targets an N:M pattern leaves dense, with the reason (filled by prepare).
+        self.dense_layers: dict[str, str] = {}
         self.model: nn.Module | None = None
         self.context: TrainingContext | None = None
         self.params: dict[str, nn.Parameter] = {}
@@ -223,13 +266,27 @@ class PruningMethod:
     def prepare(self, model: nn.Module, targets: Sequence[str], context: TrainingContext) -> None:
         """Resolve the target parameter FQNs and create all-ones masks.  Called once by the
         trial after the model is loaded and before the first step.  Subclasses that keep
-        statistics override this, call ``super().prepare(...)`` and allocate their buffers."""
+        statistics override this, call ``super().prepare(...)`` and allocate their buffers.
+
+        Under an N:M ``sparsity_pattern`` the targets whose shape no GPU kernel takes are dropped
+        here (they stay dense) and recorded in ``dense_layers`` with the reason."""
         named = dict(model.named_parameters())
         missing = [t for t in targets if t not in named]
         if missing:
             raise ValueError(f"prunable targets not found in the model: {missing[:5]}")
         if not targets:
             raise ValueError("no prunable targets: the scope selected no parameter")
+        self.dense_layers = mask_ops.layers_left_dense(
+            {t: named[t].shape for t in targets}, getattr(self.options, "sparsity_pattern", UNSTRUCTURED)
+        )
+        if self.dense_layers:
+            targets = [t for t in targets if t not in self.dense_layers]
+            if not targets:
+                first = next(iter(self.dense_layers.items()))
+                raise ValueError(
+                    f"sparsity_pattern={self.options.sparsity_pattern!r} fits none of the "
+                    f"prunable targets (e.g. {first[0]}: {first[1]})"
+                )
         self.model = model
         self.context = context
         self.params = {t: named[t] for t in targets}
@@ -280,6 +337,10 @@ class PruningMethod:
             scores = {
                 fqn: s.masked_fill(~self.masks[fqn], float("-inf")) for fqn, s in scores.items()
             }
+        if self._nm is not None:
+            n, m = self._nm
+            scores = {fqn: mask_ops.protect_top_n_of_m(s, n, m) for fqn, s in scores.items()}
+            sparsity = self._pattern_request(sparsity)
         if getattr(self.options, "selection", "global") == "layer":
             new = mask_ops.select_lowest_k_per_tensor(scores, sparsity)
         else:
@@ -290,6 +351,14 @@ class PruningMethod:
             for fqn in self.masks:
                 self.masks[fqn] &= new[fqn]
         self.apply_masks()
+
+    def _pattern_request(self, sparsity: float) -> float:
+        """Under N:M, the sparsity a selection may ask for: never above ``1 - N/M``, and exactly
+        that within ``NM_TOLERANCE`` of it (so the ramp's last step is the exact pattern)."""
+        if self._nm is None:
+            return sparsity
+        reach = mask_ops.pattern_sparsity(*self._nm)
+        return reach if sparsity >= reach - mask_ops.NM_TOLERANCE else sparsity
 
     # ------------------------------------------------------------------ mask policy
     def _ramp_last_step(self) -> int | None:
@@ -398,11 +467,25 @@ class PruningMethod:
         Default, under ``mask_policy="reselect"`` only: ``mask_changed_last``, the share of the
         prunable set whose mask flipped (pruned or back) at the last reselecting step, and
         ``returned``, the returns summed over the run as a share of the prunable set (an entry
-        that comes back twice counts twice)."""
+        that comes back twice counts twice).
+
+        Under an N:M ``sparsity_pattern``: ``nm_violations``, the number of groups of M
+        consecutive weights (input dimension, pattern targets) holding more than N non-zeros
+        (0 once the ramp has ended), ``nm_sparsity``, the measured fraction of zeros over those
+        targets, and ``nm_dense_layers``, how many targets the pattern left dense."""
+        out: dict[str, float] = {}
+        if self._nm is not None and self.params:
+            n, m = self._nm
+            zeros = sum(int(p.numel() - p.count_nonzero()) for p in self.params.values())
+            total = sum(p.numel() for p in self.params.values())
+            out["nm_violations"] = float(sum(mask_ops.nm_violations(p, n, m) for p in self.params.values()))
+            out["nm_sparsity"] = zeros / total
+            out["nm_dense_layers"] = float(len(self.dense_layers))
         if self.options.mask_policy != "reselect":
-            return {}
+            return out
         total = max(sum(m.numel() for m in self.masks.values()), 1)
         return {
+            **out,
             "mask_changed_last": self._mask_changed_last / total,
             "returned": self._returned_total / total,
         }

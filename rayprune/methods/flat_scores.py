@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from rayprune.methods.base import PruningMethod, TrainingContext
-from rayprune.methods.masks import reselect_keep, select_new_pruned
+from rayprune.methods.masks import protect_top_n_of_m, reselect_keep, select_new_pruned
 
 __all__ = ["FlatScoreMethod", "flat_views", "ramp_window"]
 
@@ -98,13 +98,15 @@ class FlatScoreMethod(PruningMethod):
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got sparsity={sparsity}")
         keep = torch.cat([self.masks[fqn].reshape(-1) for fqn in self.params])  # (total,)
+        scores = self._pattern_scores(self.flat_scores().detach(), keep)
+        sparsity = self._pattern_request(sparsity)
         generator = torch.Generator(device="cpu").manual_seed(
             int(self.context.seed) * 1_000_003 + int(self.context.step)
         )
         sizes = self._sizes if self.options.selection == "layer" else None
         if self._reselecting():
             new_keep = reselect_keep(
-                self.flat_scores().detach(),
+                scores,
                 keep,
                 sparsity,
                 sizes=sizes,
@@ -120,7 +122,7 @@ class FlatScoreMethod(PruningMethod):
             )
         else:
             new = select_new_pruned(
-                self.flat_scores().detach(),
+                scores,
                 keep,
                 sparsity,
                 sizes=sizes,
@@ -140,6 +142,23 @@ class FlatScoreMethod(PruningMethod):
         self.apply_masks()
         # Exact zeros of the weights, as target_sparsity() but without a float copy.
         return {fqn: 1.0 - int(p.count_nonzero()) / p.numel() for fqn, p in self.params.items()}
+
+    def _pattern_scores(self, scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``scores`` as the selection sees them: under an N:M pattern a copy whose top N of
+        every M (per target, input dimension; among the kept entries unless reselecting) are
+        ``+inf``, so no group drops below N kept (``PruningMethod`` module docstring);
+        unchanged otherwise."""
+        if self._nm is None:
+            return scores
+        n, m = self._nm
+        if not self._reselecting():
+            # Already-pruned entries stay pruned: protect the best N among the kept ones.
+            scores = scores.masked_fill(~keep, float("-inf"))
+        protected = torch.empty_like(scores)
+        for i, p in enumerate(self.params.values()):
+            lo, hi = self._offsets[i], self._offsets[i + 1]
+            protected[lo:hi] = protect_top_n_of_m(scores[lo:hi].view(p.shape), n, m).reshape(-1)
+        return protected
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -24,6 +24,19 @@ __all__ = [
     "prefer_current",
     "kth_smallest",
     "reselect_keep",
+    "UNSTRUCTURED",
+    "NM_TOLERANCE",
+    "GPU_KERNEL_MULTIPLE",
+    "parse_sparsity_pattern",
+    "pattern_sparsity",
+    "check_pattern_target",
+    "keep_top_in_groups",
+    "nm_keep",
+    "protect_top_n_of_m",
+    "nm_violations",
+    "nm_unfit_reason",
+    "layers_left_dense",
+    "gpu_kernel_accepts",
 ]
 
 # Above this many scores an exact global kthvalue becomes the dominating cost of a masking
@@ -352,3 +365,149 @@ def reselect_keep(
             order = torch.argsort(kp[tied].to(torch.int8), descending=True, stable=True)
             group[tied[order[:surplus]]] = True
     return new
+
+
+# ------------------------------------------------------------ N:M semi-structured patterns
+#: Patterns are ``"unstructured"`` or ``"N:M"`` (keep at most N of every M consecutive weights
+#: along a linear layer's input dimension, N < M).
+UNSTRUCTURED = "unstructured"
+#: A target sparsity this close to ``1 - N/M`` is that pattern's sparsity (``0.6667`` for 1:3).
+NM_TOLERANCE = 1e-3
+#: torch's default semi-structured kernel (cuSPARSELt, fp16/bf16) needs both dimensions of a
+#: weight to be multiples of 16 (``torch.sparse.SparseSemiStructuredTensorCUSPARSELT``).
+GPU_KERNEL_MULTIPLE = 16
+
+
+def parse_sparsity_pattern(pattern: object) -> tuple[int, int] | None:
+    """``"unstructured"`` -> ``None``; ``"N:M"`` with integers ``0 < N < M`` -> ``(N, M)``.
+
+    Raises:
+        TypeError: not a string (YAML reads an unquoted ``2:4`` as the base-60 integer 124).
+        ValueError: any other string.
+    """
+    allowed = "'unstructured' or 'N:M' with integers 0 < N < M, e.g. '2:4'"
+    if not isinstance(pattern, str):
+        hint = ""
+        if isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 60:
+            n, m = divmod(pattern, 60)
+            hint = (f" (YAML 1.1 reads an unquoted {n}:{m} as the base-60 number {pattern}; "
+                    f"quote it: '{n}:{m}')")
+        raise TypeError(f"sparsity_pattern must be {allowed}, got {pattern!r}{hint}")
+    if pattern == UNSTRUCTURED:
+        return None
+    n_text, colon, m_text = pattern.partition(":")
+    if colon and n_text.isdigit() and m_text.isdigit():
+        n, m = int(n_text), int(m_text)
+        if 0 < n < m:
+            return n, m
+    raise ValueError(f"sparsity_pattern must be {allowed}, got {pattern!r}")
+
+
+def pattern_sparsity(n: int, m: int) -> float:
+    """The sparsity an exact ``N:M`` pattern has: ``1 - N/M``."""
+    return 1.0 - n / m
+
+
+def check_pattern_target(pattern: object, target: float) -> None:
+    """Refuse a ``target`` sparsity that an ``N:M`` pattern cannot reach (it reaches exactly
+    ``1 - N/M``); any target goes with ``unstructured``.  Called before any trial starts.
+
+    Raises:
+        ValueError: naming the pattern, its sparsity and the target.
+    """
+    nm = parse_sparsity_pattern(pattern)
+    if nm is None:
+        return
+    reach = pattern_sparsity(*nm)
+    if abs(float(target) - reach) > NM_TOLERANCE:
+        raise ValueError(
+            f"sparsity_pattern {pattern!r} keeps {nm[0]} of every {nm[1]} weights, so its sparsity "
+            f"is {reach:.4g}; target_sparsity must be {reach:.4g}, got {target}"
+        )
+
+
+def keep_top_in_groups(score: torch.Tensor, group: int, keep: int) -> torch.Tensor:
+    """Mask keeping the ``keep`` highest-scored entries of every ``group`` consecutive entries
+    along the last dimension (``score.shape[-1] % group == 0``); ties broken by ``torch.topk``.
+
+    With ``group = M, keep = N`` this is the N:M projection; with ``group = in_features`` it is
+    per-row selection (Wanda's per-output comparison group).
+    """
+    if score.shape[-1] % group:
+        raise ValueError(f"last dimension {score.shape[-1]} is not a multiple of the group size {group}")
+    if not 0 <= keep <= group:
+        raise ValueError(f"keep must be in [0, {group}], got keep={keep}")
+    grouped = score.reshape(-1, group)  # (rows * groups, group)
+    mask = torch.zeros_like(grouped, dtype=torch.bool)
+    if keep:
+        mask.scatter_(1, torch.topk(grouped.float(), keep, dim=1, sorted=False).indices, True)
+    return mask.view(score.shape)
+
+
+def nm_keep(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """The N:M mask of ``score``: the ``n`` highest of every ``m`` consecutive entries along the
+    input (last) dimension."""
+    return keep_top_in_groups(score, m, n)
+
+
+def protect_top_n_of_m(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """``score`` (a copy) with the top ``n`` of every group of ``m`` set to ``+inf``.
+
+    A lowest-k selection over the result never prunes a group below ``n`` kept entries while
+    ``k`` is at most the number of finite scores, and at ``k = (1 - n/m) * numel`` it prunes
+    exactly the N:M complement.  This is how a gradual ramp reaches N:M: every masking step
+    stays N:M-compatible and the ramp's last step is the N:M projection of the current scores.
+    """
+    return score.masked_fill(nm_keep(score, n, m), float("inf"))
+
+
+def nm_violations(weight: torch.Tensor, n: int, m: int) -> int:
+    """Number of groups of ``m`` consecutive entries (input dimension) holding more than ``n``
+    non-zeros: 0 for a weight that follows the pattern."""
+    if weight.shape[-1] % m:
+        raise ValueError(f"last dimension {weight.shape[-1]} is not a multiple of M={m}")
+    nonzero = (weight.detach().reshape(-1, m) != 0).sum(dim=1)  # (groups,)
+    return int((nonzero > n).sum())
+
+
+def nm_unfit_reason(shape: Sequence[int], m: int, *, multiple: int = GPU_KERNEL_MULTIPLE) -> str | None:
+    """Why a weight of ``shape`` (``(out, in)``) cannot take an N:M pattern that a GPU kernel
+    runs, or ``None`` when it can: not 2-D, input dimension not a multiple of ``m``, or a
+    dimension not a multiple of ``multiple`` (torch's cuSPARSELt kernel, fp16/bf16)."""
+    if len(shape) != 2:
+        return f"not a 2-D weight (shape {tuple(shape)})"
+    out_dim, in_dim = int(shape[0]), int(shape[1])
+    if in_dim % m:
+        return f"input dimension {in_dim} is not a multiple of M={m}"
+    if in_dim % multiple or out_dim % multiple:
+        return f"shape ({out_dim}, {in_dim}) is not a multiple of {multiple} in both dimensions (GPU kernel)"
+    return None
+
+
+def layers_left_dense(shapes: Mapping[str, Sequence[int]], pattern: object) -> dict[str, str]:
+    """The targets an ``N:M`` pattern leaves dense, each with the reason (for the model card):
+    ``{fqn: reason}``; empty for ``unstructured``.
+
+    Args:
+        shapes: target FQN -> shape (e.g. ``{f: p.shape for f, p in params.items()}``).
+        pattern: the method's ``sparsity_pattern``.
+    """
+    nm = parse_sparsity_pattern(pattern)
+    if nm is None:
+        return {}
+    out = {}
+    for fqn, shape in shapes.items():
+        reason = nm_unfit_reason(shape, nm[1])
+        if reason is not None:
+            out[fqn] = reason
+    return out
+
+
+def gpu_kernel_accepts(n: int, m: int) -> bool:
+    """Whether an N:M mask is also a 2:4 mask (every aligned group of 4 holds at most 2
+    non-zeros), the only semi-structured pattern torch's GPU kernels run."""
+    if m % 4 == 0:
+        return n <= 2
+    if 4 % m == 0:
+        return n * (4 // m) <= 2
+    return False

@@ -276,6 +276,8 @@ class _Trial:
             resuming=resume_from is not None,
             seed=config.seed,
             task=self.task,
+            calibration_batches=functools.partial(_calibration_batches, data.train, self.task, self.device,
+                                                  settings.eval_batch_size),
         )
         self.scope = self.method.default_scope if not self.dense else "encoder_linear"
         self.method.prepare(self.model, prunable_targets(self.model, self.scope), self.context)
@@ -351,6 +353,17 @@ class _Trial:
         save_checkpoint(Path(directory), self.model, optimizer, self.lr_scheduler if optimizer is not None else None,
                         None if self.dense else self.method, step, self.config)
         self.precision.save(Path(directory))
+
+
+def _calibration_batches(split, task, device: str, batch_size: int, num_samples: int, seed: int):
+    """``num_samples`` training rows drawn with ``seed`` (all of them when fewer), as model-input
+    batches without targets on ``device``: the calibration set of one-shot methods (Wanda,
+    SparseGPT), read from the train split as both papers do, never from eval."""
+    n = len(split)
+    take = min(int(num_samples), n)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=take, replace=False)) if take < n else np.arange(n)
+    for batch in split.subset(rows).batches(batch_size, shuffle=False):
+        yield {k: v.to(device) for k, v in task.model_inputs(batch).items()}
 
 
 def _check_finite(model: nn.Module, metrics: dict, metric: str, step: int) -> None:
