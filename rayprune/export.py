@@ -27,6 +27,7 @@ from rayprune import measure
 from rayprune.models import load_model_and_tokenizer, prunable_targets
 from rayprune.search.results import load_search_dir
 from rayprune.errors import SpecError
+from rayprune.methods.masks import gpu_kernel_accepts, layers_left_dense, parse_sparsity_pattern
 from rayprune.tasks import task_from_info
 from rayprune.training import TrialConfig, TrialSettings, load_trained
 
@@ -144,6 +145,9 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
             model, method = load_trained(checkpoint_dir, config, settings, meta["data"])
         targets = prunable_targets(model, method.default_scope if method else "encoder_linear")
         sparsity = measure.sparsity(model, targets)
+        pattern = str(trial_config.get(f"{row['method']}.sparsity_pattern", "unstructured"))
+        named = dict(model.named_parameters())
+        left_dense = layers_left_dense({t: tuple(named[t].shape) for t in targets if t in named}, pattern)
         encoder_sparsity = measure.encoder_sparsity(model)
         if method is not None:
             model = method.finalize()
@@ -157,6 +161,7 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
             "reference_metric": criteria.get("reference_metric"), "floor": criteria.get("floor"),
             "retained": _float_or_none(row.get("retained")),
             "sparsity": sparsity, "sparsity_encoder": encoder_sparsity,
+            "sparsity_pattern": pattern, "layers_left_dense": left_dense,
             "parameters": measure.count_parameters(model), "parameters_dense": dense_params,
             "nonzero_parameters": measure.count_parameters(model, nonzero=True),
             "trust_remote_code": remote_code,
@@ -206,6 +211,25 @@ def _remote_code_note(info: dict) -> str:
             "executed; loading it needs `trust_remote_code=True` too, so read that code first.")
 
 
+def _pattern_note(info: dict) -> str:
+    """The card's paragraph on the sparsity pattern: N:M exports say which GPU kernel takes them
+    and which layers kept their dense shape (they are not in the pattern)."""
+    pattern = info.get("sparsity_pattern", "unstructured")
+    nm = parse_sparsity_pattern(pattern)
+    if nm is None:
+        return ""
+    kernel = ("runs on NVIDIA's semi-structured (2:4) kernels, compute capability >= 8.0, through "
+              "`torch.sparse.to_sparse_semi_structured`" if gpu_kernel_accepts(*nm)
+              else "is a mask pattern only: no GPU kernel runs it (only 2:4 and patterns inside it do)")
+    lines = [f"**Sparsity pattern {pattern}**: every group of {nm[1]} consecutive input weights of the pruned "
+             f"linears keeps at most {nm[0]} non-zeros; this pattern {kernel}."]
+    dense = info.get("layers_left_dense") or {}
+    if dense:
+        lines.append("Layers left dense (their shapes do not fit the pattern or the kernel):")
+        lines += [f"- `{fqn}`: {reason}" for fqn, reason in sorted(dense.items())]
+    return "\n".join(lines) + "\n\n"
+
+
 def _float_or_none(value) -> float | None:
     try:
         value = float(value)
@@ -242,7 +266,7 @@ Exported by rayprune from trial `{info['trial_id']}`.
 | parameters stored | {info['parameters']:,} |
 | non-zero parameters | {info['nonzero_parameters']:,} |
 
-Weights are in `model.safetensors` (no pickle).{_remote_code_note(info)}
+{_pattern_note(info)}Weights are in `model.safetensors` (no pickle).{_remote_code_note(info)}
 
 Load it with `{task.auto_model}.from_pretrained(<this directory>)`
 (structured exports: `import rayprune` first), or in a pipeline:

@@ -241,3 +241,25 @@ def test_export_rebuilds_the_trained_model_from_its_checkpoint(tiny_dir, demo_da
     assert sorted(again.state_dict()) == sorted(trained)
     for name, tensor in again.state_dict().items():
         assert torch.equal(tensor, trained[name]), name
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_a_one_shot_method_prunes_from_train_calibration_batches_then_fine_tunes_frozen(method, tiny_dir, demo_data):
+    """The loop hands one-shot methods calibration batches from the train split; at schedule.start 0
+    they prune before the first step and the mask stays frozen while the rest of the budget
+    fine-tunes (2:4 here: every group of 4 inputs keeps at most 2 weights)."""
+    reports = []
+    settings = settings_for(tiny_dir)
+    config = TrialConfig.from_flat(
+        {"method": method, "target_sparsity": 0.5, f"{method}.sparsity_pattern": "2:4",
+         f"{method}.calibration_samples": 16}, settings)
+    model, pruner, _ = run_training(config, settings, demo_data, report=lambda m, w: reports.append(m))
+    assert [r["step"] for r in reports] == [3, 6]
+    for report in reports:  # pruned before the first evaluation, and so it stays
+        assert report["sparsity"] == pytest.approx(0.5, abs=1e-6)
+        assert report[f"method/nm_violations"] == 0
+    assert reports[-1]["method/calibration_samples_seen"] == 16
+    weights = dict(model.named_parameters())
+    some = next(iter(pruner.params))
+    groups = (weights[some] != 0).reshape(weights[some].shape[0], -1, 4).sum(-1)
+    assert int(groups.max()) <= 2
