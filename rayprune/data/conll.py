@@ -55,6 +55,7 @@ class ConllFile:
         columns: columns per token line (2 for ``token tag``, 4 for CoNLL-2003).
         empty_tokens: tokens dropped because they were empty or whitespace only.
         empty_in_entity: how many of those were tagged other than ``O``.
+        empty_sentences: sentences dropped because every token in them was empty.
         documents: ``-DOCSTART-`` lines seen.
     """
 
@@ -63,6 +64,7 @@ class ConllFile:
     columns: int = 0
     empty_tokens: int = 0
     empty_in_entity: int = 0
+    empty_sentences: int = 0
     documents: int = 0
 
 
@@ -122,12 +124,15 @@ def read_conll(path: str | Path) -> ConllFile:
     tags: list[str] = []
     start = first_line = 0
     document = 0
+    dropped = False  # the current sentence had an empty token
 
     def close() -> None:
-        nonlocal tokens, tags
+        nonlocal tokens, tags, dropped
         if tokens:
             result.sentences.append(Sentence(tokens, tags, start, document))
-        tokens, tags = [], []
+        elif dropped:
+            result.empty_sentences += 1
+        tokens, tags, dropped = [], [], False
 
     # split("\n"), not splitlines(): tweets hold U+2028, U+0085 and other characters that
     # splitlines() would take for line ends.
@@ -155,6 +160,7 @@ def read_conll(path: str | Path) -> ConllFile:
         if not token:
             result.empty_tokens += 1
             result.empty_in_entity += tag != "O"
+            dropped = True
             continue
         if not tokens:
             start = number

@@ -170,6 +170,7 @@ class _Raw:
     where: list[str] = field(default_factory=list)
     groups: list[Any] = field(default_factory=list)
     empty_tokens: int = 0
+    empty_sentences: int = 0
     class_names: tuple[str, ...] | None = None
 
     def add(self, tokens, tags, where, group=None) -> None:
@@ -179,7 +180,8 @@ class _Raw:
         self.groups.append(group)
 
     def take(self, mask: np.ndarray, keep: bool) -> "_Raw":
-        out = _Raw(empty_tokens=self.empty_tokens, class_names=self.class_names)
+        out = _Raw(empty_tokens=self.empty_tokens, empty_sentences=self.empty_sentences,
+                   class_names=self.class_names)
         for i, m in enumerate(mask):
             if bool(m) == keep:
                 out.add(self.tokens[i], self.tags[i], self.where[i], self.groups[i])
@@ -191,6 +193,7 @@ def _read_conll_files(files: Sequence[str], group_field: str | None) -> _Raw:
     for path in files:
         conll = read_conll(path)
         raw.empty_tokens += conll.empty_tokens
+        raw.empty_sentences += conll.empty_sentences
         for s in conll.sentences:
             group = (path, s.document) if group_field == "document" else None
             raw.add(s.tokens, s.tags, f"{path}:{s.line}", group)
@@ -256,6 +259,8 @@ def _dataset_sentences(ds: Any, spec, where: str, raw: _Raw | None = None) -> _R
             labels.append(tag)
         if words:
             raw.add(words, labels, at, columns[group_col][i] if group_col else None)
+        elif tokens:
+            raw.empty_sentences += 1
     return raw
 
 
@@ -374,7 +379,7 @@ class TokenClassificationTask(Task):
                                           group_field=spec.group_field)
                 notes.append(describe_carve(mask, train.groups, spec.eval_fraction, spec.seed, spec.group_field))
                 train, evals = train.take(mask, keep=False), train.take(mask, keep=True)
-                evals.empty_tokens = 0
+                evals.empty_tokens = evals.empty_sentences = 0
             else:
                 evals = _read_files(spec.eval_files, spec, "eval_files")
             source = "files:" + ",".join(spec.train_files + (spec.eval_files or []))
@@ -388,7 +393,9 @@ class TokenClassificationTask(Task):
             if not raw.tokens:
                 raise ValueError(f"the {split} split has no sentences")
             if raw.empty_tokens:
-                notes.append(f"{split}: dropped {raw.empty_tokens} empty tokens (lines with a tag and no token)")
+                notes.append(f"{split}: dropped {raw.empty_tokens} empty tokens (lines with a tag and no token)"
+                             + (f", and so {raw.empty_sentences} sentences that had no other token"
+                                if raw.empty_sentences else ""))
             changed = _to_iob2(raw)
             if changed and options["tag_scheme"] == "iob2":
                 notes.append(f"{split}: {changed} I- tags start an entity; read as B- (as conlleval does). "
