@@ -93,7 +93,8 @@ class TokenizedSplit:
                 )
             for key, values in self._batch_targets():
                 rows = values[idx]
-                batch[key] = torch.from_numpy(rows[:, :width] if rows.ndim == 2 else rows)
+                # A column slice is a strided view; Hugging Face heads .view() their labels.
+                batch[key] = torch.from_numpy(np.ascontiguousarray(rows[:, :width]) if rows.ndim == 2 else rows)
             yield batch
 
     def _batch_targets(self):
