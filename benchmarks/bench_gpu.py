@@ -151,7 +151,7 @@ def trials_per_gpu_hour(args, per_gpu: int, work: Path) -> dict:
     return {
         "trials_per_gpu": per_gpu, "trials": len(results), "steps_per_trial": args.search_steps,
         "span_s": span, "trials_per_gpu_hour": 3600.0 * len(results) / span,
-        "precision": sorted({str(r.get("precision")) for r in results}),
+        "precision": sorted({str(r.get("numeric_precision")) for r in results}),
         "mean_trial_s": sum(r["time_total_s"] for r in results) / len(results),
         "errors": summary.get("errors"),
     }

@@ -59,5 +59,5 @@ def test_two_trials_share_one_gpu_in_mixed_precision(tmp_path):
     expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     for result in results:
         assert result["budget_fraction"] == 1.0
-        assert result["precision"] == expected
+        assert result["numeric_precision"] == expected
         assert abs(result["sparsity"] - 0.5) < 1e-3

@@ -99,6 +99,7 @@ def establish_criteria(prepared, settings, *, train_reference: bool = True, log=
     log(f"floor: {settings.metric}={floor:.4f} ({data.task.floor_description()})")
     criteria = Criteria(
         metric=settings.metric, floor=float(floor), eval_examples=data.task.eval_size(data.eval),
+        floor_rule=data.task.floor_description(),
         reference_metric=reference_metric, min_metric=objective["min_metric"],
         min_retained=objective["min_retained"], constraints=objective["constraints"],
     )

@@ -75,7 +75,7 @@ def plot_front(search_dir: Path, rows: list[dict], front_rows: list[dict], metri
     if reference is not None:
         ax.axhline(reference, color="green", linestyle="-", linewidth=1, label=f"dense reference {reference:.3f}")
     if floor is not None:
-        ax.axhline(floor, color="grey", linestyle="--", linewidth=1, label=f"floor (constant predictor) {floor:.3f}")
+        ax.axhline(floor, color="grey", linestyle="--", linewidth=1, label=f"floor {floor:.3f}")
     ax.set_xlabel("measured sparsity (prunable set)")
     ax.set_ylabel(metric)
     ax.set_title("rayprune: sparsity vs " + metric)

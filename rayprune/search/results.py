@@ -73,6 +73,7 @@ class Criteria:
     min_metric: float | None = None
     min_retained: float | None = None
     constraints: Mapping = field(default_factory=dict)
+    floor_rule: str = "a constant predictor"
 
     def verdict(self, row: Mapping) -> tuple[str, str]:
         """(verdict, reason) of one results row (a trial's last report)."""
@@ -86,7 +87,7 @@ class Criteria:
         margin = standard_error(self.metric, value, self.eval_examples) if self.eval_examples else 0.0
         if value <= self.floor + margin:
             return "collapsed", (f"{self.metric} {value:.4f} is not clearly above the floor {self.floor:.4f} "
-                                 f"(a constant predictor; standard error {margin:.4f})")
+                                 f"({self.floor_rule}; standard error {margin:.4f})")
         if self.min_metric is not None and value < self.min_metric:
             return "collapsed", f"{self.metric} {value:.4f} is below objective.min_metric {self.min_metric}"
         retained = _float(row.get("retained"))
@@ -104,7 +105,7 @@ class Criteria:
         return {"floor": self.floor, "reference_metric": self.reference_metric, "min_metric": self.min_metric,
                 "min_retained": self.min_retained,
                 "constraints": {k: v for k, v in dict(self.constraints).items() if v is not None},
-                "eval_examples": self.eval_examples}
+                "eval_examples": self.eval_examples, "floor_rule": self.floor_rule}
 
 
 def _float(value) -> float:
@@ -264,8 +265,8 @@ def front_report(pareto: Mapping) -> list[str]:
         lines.insert(0, "kept off the front by their verdict:")
     reference = pareto.get("reference_metric")
     lines.append(f"dense reference {metric}: " + (f"{reference:.4f}" if reference is not None else "none"))
-    lines.append(f"floor {metric}: {pareto.get('floor', float('nan')):.4f} (best constant predictor; the "
-                 f"hypervolume is measured from it)")
+    lines.append(f"floor {metric}: {pareto.get('floor', float('nan')):.4f} "
+                 f"({pareto.get('floor_rule', 'a constant predictor')}; the hypervolume is measured from it)")
     bounds = {k: pareto.get(k) for k in ("min_metric", "min_retained") if pareto.get(k) is not None}
     if bounds:
         lines.append("objective bounds: " + ", ".join(f"{k} {v}" for k, v in bounds.items()))

@@ -446,6 +446,11 @@ class TokenClassificationTask(Task):
 
     # ------------------------------------------------------------------ training
 
+    def logit_rows(self, outputs, batch):
+        """One row per token that carries a tag (a word's first sub-word), with its tag id."""
+        labelled = batch["labels"] != -100  # (b, l)
+        return [(outputs.logits[labelled], batch["labels"][labelled])]
+
     def distillation_loss(self, outputs, teacher_outputs, batch, temperature):
         """Soft targets on the tokens that carry a tag (a word's first sub-word), one row each."""
         labelled = batch["labels"] != -100  # (b, l)

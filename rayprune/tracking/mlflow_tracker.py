@@ -72,7 +72,7 @@ _METRIC_ORDER = ("sparsity", "retained", "sparsity_encoder", "scheduled_sparsity
 # Text a trial reports (``precision``: fp32, bf16 or fp16, what ``training.precision`` resolved
 # to on its device): a run tag, set when first reported.  Not a param: params are immutable and
 # ``auto`` may resolve differently on the node a retried trial lands on.
-_RESULT_TAGS = ("precision",)
+_RESULT_TAGS = ("numeric_precision",)
 _NOTE_TAG = "mlflow.note.content"
 _LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"
 

@@ -338,7 +338,7 @@ class _Trial:
             metrics.update(_constraint_measurements(self.model, None if self.dense else self.method, self.data,
                                                     settings, self.device))
         metrics.update({f"method/{k}": float(v) for k, v in self.method.diagnostics().items()})
-        metrics["precision"] = self.precision.name
+        metrics["numeric_precision"] = self.precision.name  # fp32 | bf16 | fp16; "precision" is NER's metric
         if self.precision.scaler is not None:
             metrics["skipped_steps"] = self.precision.skipped_steps
         metrics.update(

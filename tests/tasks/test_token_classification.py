@@ -455,8 +455,6 @@ def test_trial_through_the_loop_reports_finite_f1(trained):
     assert metrics["f1"] > 0.5 and metrics["sparsity"] > 0.25
 
 
-@pytest.mark.xfail(strict=True, reason="training/loop.py reports the numeric precision (fp32/bf16/fp16) under "
-                                       "'precision', over the task's entity precision; the tracker tags that key")
 def test_trial_reports_entity_precision_and_recall(trained):
     _, _, metrics, _ = trained
     assert isinstance(metrics["precision"], float) and 0.0 <= metrics["recall"] <= 1.0

@@ -182,8 +182,8 @@ def test_ui_links_point_at_the_runs_table_the_front_and_the_parent(tmp_path):
 
 
 def test_precision_is_one_tag_of_each_trial_run_never_a_metric(tmp_path):
-    """The loop reports ``precision`` (a string) with every evaluation: each child run gets it as
-    the tag ``precision``, sent once, and no ``precision`` metric or param."""
+    """The loop reports ``numeric_precision`` (a string) with every evaluation: each child run gets it as
+    the tag ``numeric_precision``, sent once, and no ``numeric_precision`` metric or param."""
     tracker = make_tracker(tmp_path)
     callback = MLflowTrackingCallback(tracker)
     sent = []
@@ -194,23 +194,23 @@ def test_precision_is_one_tag_of_each_trial_run_never_a_metric(tmp_path):
         callback.on_trial_start(0, [], trial)
         for step in (10, 20, 30):
             callback.on_trial_result(0, [], trial, {"step": step, "accuracy": 0.5 + step / 100, "sparsity": 0.5,
-                                                    "precision": precision, "training_iteration": step // 10})
+                                                    "numeric_precision": precision, "training_iteration": step // 10})
         callback.on_trial_complete(0, [], trial)
-    tracker.log_reference({"accuracy": 0.9, "precision": "fp32"}, metric="accuracy", floor=0.5,
+    tracker.log_reference({"accuracy": 0.9, "numeric_precision": "fp32"}, metric="accuracy", floor=0.5,
                           info={"reference": "m", "reference_trained": True, "reference_steps": 3})
 
     client = MlflowClient(default_tracking_uri(tmp_path))
     for trial_id, precision in (("t1", "bf16"), ("t2", "fp32")):
         run = client.get_run(tracker.child_runs[trial_id])
-        assert run.data.tags["precision"] == precision
-        assert "precision" not in run.data.metrics and "precision" not in run.data.params
-        assert client.get_metric_history(run.info.run_id, "precision") == []
+        assert run.data.tags["numeric_precision"] == precision
+        assert "numeric_precision" not in run.data.metrics and "numeric_precision" not in run.data.params
+        assert client.get_metric_history(run.info.run_id, "numeric_precision") == []
         assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [10, 20, 30]
-        tagged = [r for r in sent if r.get("run") == trial_id and "precision" in r.get("tags", {})]
+        tagged = [r for r in sent if r.get("run") == trial_id and "numeric_precision" in r.get("tags", {})]
         assert len(tagged) == 1, tagged  # once, not with every report
-        assert not any(m[0] == "precision" for r in sent if r.get("run") == trial_id for m in r.get("metrics", []))
+        assert not any(m[0] == "numeric_precision" for r in sent if r.get("run") == trial_id for m in r.get("metrics", []))
     reference = client.get_run(tracker.reference_run_id)
-    assert reference.data.tags["precision"] == "fp32" and "precision" not in reference.data.metrics
+    assert reference.data.tags["numeric_precision"] == "fp32" and "numeric_precision" not in reference.data.metrics
 
 
 def test_saved_state_grows_by_appending_and_old_directories_still_resume(tmp_path):

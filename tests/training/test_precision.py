@@ -55,7 +55,7 @@ def test_loop_trains_in_mixed_precision_with_float32_weights_and_statistics(tiny
         {"method": "movement", "target_sparsity": 0.5, "schedule.start": 0.0, "schedule.end": 1.0,
          "learning_rate": 1e-3}, settings)
     model, method, final = run_training(config, settings, demo_data, report=lambda m, w: reports.append(m))
-    assert [r["precision"] for r in reports] == [precision, precision]
+    assert [r["numeric_precision"] for r in reports] == [precision, precision]
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in reports)
     assert abs(final["sparsity"] - 0.5) < 1e-3
     for name, param in model.named_parameters():
@@ -83,7 +83,7 @@ def test_extra_losses_train_under_fp16(tiny_dir, demo_data, flat):
     config = TrialConfig.from_flat({**flat, "target_sparsity": 0.5, "schedule.start": 0.0, "schedule.end": 0.5},
                                    settings)
     model, method, final = run_training(config, settings, demo_data)
-    assert final["precision"] == "fp16" and final["skipped_steps"] < 4
+    assert final["numeric_precision"] == "fp16" and final["skipped_steps"] < 4
     assert torch.isfinite(torch.tensor(final["train_loss"]))
     assert max(final["sparsity"], final["sparsity_encoder"]) > 0.3
     for name, param in model.named_parameters():
@@ -94,7 +94,7 @@ def test_default_precision_on_the_cpu_is_reported_as_fp32(tiny_dir, demo_data):
     settings = TrialSettings(model=tiny_dir, metric="accuracy", steps=2, batch_size=8, eval_interval=2, threads=1)
     config = TrialConfig.from_flat({"method": "magnitude", "target_sparsity": 0.5}, settings)
     _, _, final = run_training(config, settings, demo_data)
-    assert final["precision"] == "fp32"
+    assert final["numeric_precision"] == "fp32"
 
 
 GRAD_NORMS: list[float] = []
