@@ -263,7 +263,7 @@ def _read_files(files: Sequence[str], what: str) -> list[dict]:
 def _clean(rows: list[dict], *, train: bool, where: str) -> tuple[list[dict], list[str]]:
     """Validate and repair the rows of one split (the module docstring's rules); returns the kept
     examples and the notes."""
-    kept, repaired, unfound, no_answer, impossible, no_text = [], 0, 0, 0, 0, 0
+    kept, repaired, unfound, lost, no_answer, impossible, no_text = [], 0, 0, 0, 0, 0, 0
     for row in rows:
         question, context = row.get("question"), row.get("context")
         if not isinstance(question, str) or not question.strip() or not isinstance(context, str) or not context:
@@ -285,9 +285,12 @@ def _clean(rows: list[dict], *, train: bool, where: str) -> tuple[list[dict], li
                 repaired += 1
             texts.append(text)
             starts.append(fixed)
-        if not texts:
+        if not answers:
             no_answer += 1
             impossible += bool(row.get("is_impossible"))
+            continue
+        if not texts:  # train: none of its answers occurs in the context
+            lost += 1
             continue
         kept.append({"id": str(row.get("id")), "title": row.get("title"), "question": question,
                      "context": context, "answers": {"text": texts, "answer_start": starts}})
@@ -297,7 +300,8 @@ def _clean(rows: list[dict], *, train: bool, where: str) -> tuple[list[dict], li
                      f"the nearest occurrence of the text in the context")
     if unfound:
         notes.append(f"{where}: {unfound} answers whose text does not occur in their context "
-                     + ("dropped (cannot be labelled)" if train else "kept as gold text (the metric reads only text)"))
+                     + (f"dropped (cannot be labelled), {lost} questions left without an answer dropped" if train
+                        else "kept as gold text (the metric reads only text)"))
     if no_answer:
         extra = f", {impossible} marked is_impossible (SQuAD 2.0)" if impossible else ""
         notes.append(f"{where}: {no_answer} questions without an answer dropped{extra}")
@@ -573,10 +577,31 @@ class ExtractiveQATask(Task):
     # ------------------------------------------------------------------ export
 
     def card_usage(self, path="<this directory>"):
-        return (f"```python\nfrom transformers import pipeline\n"
-                f"qa = pipeline({self.pipeline_tag!r}, model={path!r})\n"
-                f"qa(question=\"Who wrote it?\", context=\"The book was written by Ada in 1843.\")"
-                f"  # {{'answer': ..., 'score': ..., 'start': ..., 'end': ...}}\n```")
+        """A runnable snippet with the Auto classes: transformers 5 removed the
+        ``pipeline("question-answering")`` that 4.x had (the pinned 5.25 raises a KeyError for
+        it), so the card picks the best span itself, for one window (contexts up to
+        ``max_seq_length`` tokens) and the same rules as the evaluation."""
+        n = int(self.options.get("max_answer_length") or 30)
+        return (f"```python\nimport torch\n"
+                f"from transformers import AutoModelForQuestionAnswering, AutoTokenizer\n\n"
+                f"tokenizer = AutoTokenizer.from_pretrained({path!r})\n"
+                f"model = AutoModelForQuestionAnswering.from_pretrained({path!r}).eval()\n"
+                f"question = \"Who wrote it?\"\n"
+                f"context = \"The book was written by Ada in 1843.\"\n"
+                f"enc = tokenizer(question, context, truncation=\"only_second\", return_offsets_mapping=True,\n"
+                f"                return_tensors=\"pt\")\n"
+                f"offsets = enc.pop(\"offset_mapping\")[0].tolist()\n"
+                f"in_context = torch.tensor([s == 1 for s in enc.sequence_ids(0)])\n"
+                f"with torch.no_grad():\n"
+                f"    out = model(**enc)\n"
+                f"start = out.start_logits[0].masked_fill(~in_context, -1e9)\n"
+                f"end = out.end_logits[0].masked_fill(~in_context, -1e9)\n"
+                f"scores = start[:, None] + end[None, :]  # (start token, end token)\n"
+                f"allowed = torch.ones_like(scores, dtype=torch.bool).triu().tril({n - 1})  # start <= end, <= {n} tokens\n"
+                f"s, e = divmod(int(scores.masked_fill(~allowed, -float(\"inf\")).argmax()), scores.shape[1])\n"
+                f"answer = context[offsets[s][0]:offsets[e][1]]\n"
+                f"# transformers 4.x: pipeline({self.pipeline_tag!r}, model={path!r})(question=..., context=...)\n"
+                f"```")
 
 
 # ====================================================================================== helpers
