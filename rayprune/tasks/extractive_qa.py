@@ -77,6 +77,8 @@ SQUAD_HUB_NAME = "rajpurkar/squad"
 FLOOR_MAX_START, FLOOR_MAX_WORDS = 10, 5
 #: Questions of the train split the floor's span is chosen on (a seeded-free prefix: the first ones).
 FLOOR_CHOICE_QUESTIONS = 2000
+#: Questions tokenised per call of the tokenizer (bounds the peak memory of its Python lists).
+TOKENIZE_CHUNK = 1000
 #: Eval questions in the predictions sample.
 SAMPLE_QUESTIONS = 20
 
@@ -481,16 +483,35 @@ class ExtractiveQATask(Task):
                                         "offsets": np.zeros((0, 0, 2), np.int32)})
         questions = [ex["question"].lstrip() for ex in examples]
         questions, meta["truncated_questions"] = _fit_questions(questions, tokenizer, max_question)
+        # In chunks: the tokenizer's Python lists (an offset tuple per token) cost ~50 times the
+        # arrays they become; chunking bounds the peak (benchmarks/bench_task_preprocessing.py).
+        parts = [self._tokenize_chunk(questions[lo:lo + TOKENIZE_CHUNK], examples[lo:lo + TOKENIZE_CHUNK], lo,
+                                      tokenizer, max_seq_length, stride)
+                 for lo in range(0, len(examples), TOKENIZE_CHUNK)]
+        input_ids, attention, token_types, offsets, example, starts, ends = (
+            None if parts[0][k] is None else np.concatenate([p[k] for p in parts]) for k in range(7))
+        width = max(int(attention.sum(axis=1).max()), 1)  # trim the padding every window has
+        meta.update(example=example, offsets=np.ascontiguousarray(offsets[:, :width]))
+        return TokenizedSplit(input_ids=np.ascontiguousarray(input_ids[:, :width]),
+                              attention_mask=np.ascontiguousarray(attention[:, :width]),
+                              token_type_ids=None if token_types is None else np.ascontiguousarray(token_types[:, :width]),
+                              labels=None, targets={"start_positions": starts, "end_positions": ends}, meta=meta)
+
+    @staticmethod
+    def _tokenize_chunk(questions, examples, first: int, tokenizer, max_seq_length: int, stride: int) -> tuple:
+        """Windows of some questions as arrays ``max_seq_length`` wide: input ids, attention mask,
+        token types (or None), offsets (-1 off context), example index (+ ``first``), start and
+        end positions."""
         enc = tokenizer(questions, [ex["context"] for ex in examples], truncation="only_second",
                         max_length=max_seq_length, stride=stride, return_overflowing_tokens=True,
                         return_offsets_mapping=True, padding=False)
         ids = enc["input_ids"]
-        n, width = len(ids), max(len(x) for x in ids)
-        input_ids = np.full((n, width), tokenizer.pad_token_id, dtype=np.int32)
-        attention = np.zeros((n, width), dtype=np.int8)
+        n = len(ids)
+        input_ids = np.full((n, max_seq_length), tokenizer.pad_token_id, dtype=np.int32)
+        attention = np.zeros((n, max_seq_length), dtype=np.int8)
         types = enc.get("token_type_ids")
-        token_types = np.zeros((n, width), dtype=np.int8) if types is not None else None
-        offsets = np.full((n, width, 2), -1, dtype=np.int32)  # -1: not a context token
+        token_types = np.zeros((n, max_seq_length), dtype=np.int8) if types is not None else None
+        offsets = np.full((n, max_seq_length, 2), -1, dtype=np.int32)  # -1: not a context token
         example = np.asarray(enc["overflow_to_sample_mapping"], dtype=np.int32)
         starts = np.zeros(n, dtype=np.int64)
         ends = np.zeros(n, dtype=np.int64)
@@ -503,10 +524,8 @@ class ExtractiveQATask(Task):
             context = np.fromiter((s == 1 for s in enc.sequence_ids(i)), dtype=bool, count=length)
             window = offsets[i, :length]  # a view: (length, 2)
             window[context] = np.asarray(enc["offset_mapping"][i], dtype=np.int32)[context]
-            starts[i], ends[i] = _window_label(offsets[i, :length], examples[example[i]]["answers"])
-        meta.update(example=example, offsets=offsets)
-        return TokenizedSplit(input_ids=input_ids, attention_mask=attention, token_type_ids=token_types,
-                              labels=None, targets={"start_positions": starts, "end_positions": ends}, meta=meta)
+            starts[i], ends[i] = _window_label(window, examples[example[i]]["answers"])
+        return input_ids, attention, token_types, offsets, example + first, starts, ends
 
     # ------------------------------------------------------------------ training
 
