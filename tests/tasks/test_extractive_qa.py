@@ -507,3 +507,13 @@ def test_real_dev_windows_label_the_gold_text(tokenizer):
         assert text == ex["answers"][0]
     assert data.task.eval_size(data.eval) == 50 and len(data.eval) >= 50
     assert 0.0 < data.task.floor("f1", data) < 0.2
+
+
+def test_exact_match_is_accepted_as_the_objective_metric_of_a_space_file():
+    """objective.metric is checked against every task's metrics when the YAML is read (the
+    preflight then checks it against the loaded task's)."""
+    from rayprune.config.sections import ObjectiveSection
+
+    assert ObjectiveSection(metric="exact_match").metric == "exact_match"
+    with pytest.raises(ValueError, match=r"unknown metric 'em'; allowed: \[.*'exact_match'"):
+        ObjectiveSection(metric="em")
