@@ -344,19 +344,19 @@ def test_best_spans_respects_context_length_and_order():
 
 
 class _FixedQA(torch.nn.Module):
-    """Start/end logits that point at one chosen token per window (set by the test)."""
+    """A stand-in head: window w's logits are -5 everywhere but ``value`` at its chosen start and
+    end token (``rows[w] = (start, end, value)``, consumed in order, as evaluation batches come)."""
 
-    def __init__(self, start, end):
+    def __init__(self, rows):
         super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.start, self.end = start, end
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # evaluation reads the device from it
+        self.rows = list(rows)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
         b, w = input_ids.shape
-        rows = self.rows[: b]
-        self.rows = self.rows[b:]
+        rows, self.rows = self.rows[:b], self.rows[b:]
         s = torch.full((b, w), -5.0)
         e = torch.full((b, w), -5.0)
         for i, (si, ei, val) in enumerate(rows):
@@ -370,14 +370,15 @@ def test_the_best_span_over_all_windows_is_the_answer(tmp_path, tokenizer):
     split = tokenize_task(task, tokenizer).eval
     starts, ends = split.targets["start_positions"], split.targets["end_positions"]
     gold = int(np.nonzero(starts > 0)[0][0])
-    model = _FixedQA(None, None)
     ctx = [int(np.nonzero(split.meta["offsets"][w][:, 0] >= 0)[0][0]) for w in range(len(split))]
     # Every window proposes its first context token with score 2; the gold window its answer with 3.
-    model.rows = [(starts[w], ends[w], 3.0) if w == gold else (ctx[w], ctx[w], 2.0) for w in range(len(split))]
+    rows = [(starts[w], ends[w], 3.0) if w == gold else (ctx[w], ctx[w], 2.0) for w in range(len(split))]
     qa = ExtractiveQATask(metrics=("f1", "exact_match"), options=ExtractiveQATask.check_options({"doc_stride": 16}))
-    assert qa.predict_answers(model, split, batch_size=3) == ["under the old oak tree"]
-    model.rows = [(starts[w], ends[w], 3.0) if w == gold else (ctx[w], ctx[w], 2.0) for w in range(len(split))]
-    assert qa.evaluate(model, split, batch_size=3) == {"f1": 1.0, "exact_match": 1.0}
+    assert qa.predict_answers(_FixedQA(rows), split, batch_size=3) == ["under the old oak tree"]
+    assert qa.evaluate(_FixedQA(rows), split, batch_size=3) == {"f1": 1.0, "exact_match": 1.0}
+    # The gold window scoring lower than the others: the answer is another window's first word.
+    rows = [(starts[w], ends[w], 1.0) if w == gold else (ctx[w], ctx[w], 2.0) for w in range(len(split))]
+    assert qa.predict_answers(_FixedQA(rows), split, batch_size=3) != ["under the old oak tree"]
 
 
 # ====================================================================================== floor, sample, card
