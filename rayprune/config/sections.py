@@ -249,10 +249,12 @@ class ObjectiveSection(_Checked):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from rayprune.metrics import METRICS
+        from rayprune.metrics import METRICS, TASK_PROPORTION_METRICS
 
-        if self.metric is not None and self.metric not in METRICS:
-            raise ValueError(f"metric: unknown metric {self.metric!r}; allowed: {sorted(METRICS)}")
+        # Any task's metric passes here; the preflight checks it against the loaded task's metrics.
+        allowed = sorted(set(METRICS) | set(TASK_PROPORTION_METRICS))
+        if self.metric is not None and self.metric not in allowed:
+            raise ValueError(f"metric: unknown metric {self.metric!r}; allowed: {allowed}")
 
 
 @dataclass(frozen=True, kw_only=True)
