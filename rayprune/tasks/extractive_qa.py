@@ -529,6 +529,14 @@ class ExtractiveQATask(Task):
 
     # ------------------------------------------------------------------ training
 
+    def logit_rows(self, outputs, batch):
+        """Two problems per window: the start position and the end position, each a
+        distribution over the window's tokens (padding masked out), with the gold positions
+        when the batch carries them."""
+        mask = batch["attention_mask"].bool()
+        return [(outputs.start_logits.float().masked_fill(~mask, -1e4), batch.get("start_positions")),
+                (outputs.end_logits.float().masked_fill(~mask, -1e4), batch.get("end_positions"))]
+
     def distillation_loss(self, outputs, teacher_outputs, batch, temperature):
         """Mean of the soft-target losses of the start and of the end logits; padding positions
         are masked out of both distributions."""
