@@ -83,10 +83,14 @@ def load_teacher(teacher_dir: str | None, task=None) -> nn.Module:
     if not teacher_dir:
         raise ValueError("this method needs a dense teacher, but the trial was given none")
     if task is None:
-        from transformers import AutoModelForSequenceClassification as auto_class
-    else:
-        auto_class = task.model_class()
-    teacher = auto_class.from_pretrained(teacher_dir)
+        from transformers import AutoModelForSequenceClassification
+
+        teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    else:  # the task's head size and label names: a teacher with another head is refused, not misread
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(teacher_dir, **task.model_config())
+        teacher = task.model_class().from_pretrained(teacher_dir, config=config)
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
