@@ -197,10 +197,13 @@ def one_trial_search(tiny_dir, tmp_path, monkeypatch):
 
 def test_export_writes_the_sparse_format_when_asked_and_it_loads_to_the_dense_exports_logits(one_trial_search,
                                                                                             tmp_path):
+    from rayprune.cli import build_parser, main
     from rayprune.export import export_search
 
+    assert build_parser().parse_args(["export", "d", "--out", "o"]).format == "dense"
     [dense] = export_search(one_trial_search, tmp_path / "dense", log=lambda *a: None)
-    [sparse] = export_search(one_trial_search, tmp_path / "sparse", weights_format="sparse", log=lambda *a: None)
+    assert main(["export", str(one_trial_search), "--out", str(tmp_path / "sparse"), "--format", "sparse"]) == 0
+    [sparse] = sorted((tmp_path / "sparse").iterdir())
     assert (dense / "model.safetensors").exists() and not (dense / SPARSE_WEIGHTS_NAME).exists()
     assert (sparse / SPARSE_WEIGHTS_NAME).exists() and not (sparse / "model.safetensors").exists()
     info = json.loads((sparse / "rayprune.json").read_text())
