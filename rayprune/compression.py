@@ -159,10 +159,11 @@ def save_model(model, directory: str | Path, *, weights_format: str = "dense") -
     if weights_format not in FORMATS:
         raise ValueError(f"weights format must be one of {list(FORMATS)}, got {weights_format!r}")
     directory = Path(directory)
-    # A large shard size: the sparse file below is written from a single dense file.
-    model.save_pretrained(directory, safe_serialization=True, max_shard_size="1000GB")
     if weights_format == "dense":
+        model.save_pretrained(directory, safe_serialization=True)
         return
+    # One shard whatever the size: the sparse file is written from a single dense file.
+    model.save_pretrained(directory, safe_serialization=True, max_shard_size="1000GB")
     dense = directory / _DENSE_WEIGHTS
     tensors, metadata = compress_state_dict(load_file(dense))
     save_file(tensors, directory / SPARSE_WEIGHTS_NAME, metadata=metadata)
