@@ -4,7 +4,7 @@
     rayprune methods
     rayprune schema
     rayprune pareto <search-dir>
-    rayprune export <search-dir> --out DIR [--top K] [--force]
+    rayprune export <search-dir> --out DIR [--top K] [--force] [--format dense|sparse]
     rayprune train --config config.yaml [--out DIR]
     rayprune ui <search-dir>
     rayprune sync <search-dir> [--tracking-uri URI]
@@ -206,7 +206,7 @@ def cmd_pareto(args) -> int:
 def cmd_export(args) -> int:
     from rayprune.export import export_search
 
-    export_search(args.search_dir, args.out, top=args.top, force=args.force)
+    export_search(args.search_dir, args.out, top=args.top, force=args.force, weights_format=args.format)
     return 0
 
 
@@ -316,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, help="export the K best by the objective instead of the front")
     p.add_argument("--force", action="store_true",
                    help="export into a non-empty --out, replacing only what an earlier export wrote there")
+    p.add_argument("--format", choices=["dense", "sparse"], default="dense",
+                   help="dense (default): model.safetensors, what every runtime reads; sparse: zeros stored "
+                        "as a bitmask (rayprune's own format, smaller when sparse), loaded with "
+                        "rayprune.compression.load_sparse")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("train", help="re-run one exported config without a search")

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from rayprune import measure
+from rayprune.compression import FORMATS, save_model, sparse_card_note
 from rayprune.models import load_model_and_tokenizer, prunable_targets
 from rayprune.search.results import load_search_dir
 from rayprune.errors import SpecError
@@ -103,12 +104,16 @@ def _prepare_out(out: Path, names: list[str], *, force: bool) -> None:
 
 
 def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = None, force: bool = False,
-                  log=print) -> list[Path]:
+                  weights_format: str = "dense", log=print) -> list[Path]:
     """Export the Pareto-optimal trials (or the ``top`` K by the objective) of a search.
 
     ``force`` allows a non-empty ``out`` and first removes what earlier exports wrote there
     (listed in each entry's ``rayprune.json``); nothing else in ``out`` is touched.
+    ``weights_format`` is ``dense`` (``model.safetensors``, what every runtime reads) or
+    ``sparse`` (zeros stored as a bitmask, loaded with ``rayprune.compression.load_sparse``).
     """
+    if weights_format not in FORMATS:
+        raise SpecError(f"--format {weights_format!r}: allowed: {', '.join(FORMATS)}")
     meta, rows, front = load_search_dir(search_dir)
     metric = meta["settings"]["metric"]
     if top is not None:
@@ -151,7 +156,7 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
         encoder_sparsity = measure.encoder_sparsity(model)
         if method is not None:
             model = method.finalize()
-        model.save_pretrained(target, safe_serialization=True)
+        save_model(model, target, weights_format=weights_format)
         tokenizer.save_pretrained(target)
         (target / "config.yaml").write_text(yaml.safe_dump(train_config_for(meta, trial_config), sort_keys=False))
         criteria = meta.get("criteria") or {}
@@ -166,7 +171,8 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
             "nonzero_parameters": measure.count_parameters(model, nonzero=True),
             "trust_remote_code": remote_code,
         }
-        (target / "README.md").write_text(_model_card(meta, info, trial_config, task))
+        (target / "README.md").write_text(_model_card(meta, info, trial_config, task)
+                                          + sparse_card_note(weights_format, task.auto_model))
         # Last: the list of what this export wrote, all that a later --force may remove.
         info["exported_by"] = EXPORTED_BY
         info["files"] = sorted({str(p.relative_to(target)) for p in target.rglob("*")
