@@ -116,6 +116,9 @@ def test_a_copy_resumes_from_its_new_place(finished, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(original / "files", copy / "files")
     shutil.rmtree(original)
+    # Ray's pickles in the copy name the fixture's directory, which still exists: the resumed
+    # copy must not write into it (its study, its runs).
+    before = {name: (search_dir / name).read_bytes() for name in ("optuna.db", "mlflow.db", "tracking_trials.jsonl")}
     result = run_cli("search", "--space", str(work / "space.yaml"), "--output", str(copy), "--resume", "-v", "0",
                      cwd=work)
     assert result.returncode == 0, result.stdout
@@ -128,6 +131,7 @@ def test_a_copy_resumes_from_its_new_place(finished, tmp_path):
     trials = [r for r in client.search_runs([tracking["experiment_id"]])
               if r.data.tags.get("rayprune.role") == "trial"]
     assert len(trials) == 2
+    assert {name: (search_dir / name).read_bytes() for name in before} == before
 
 
 def test_a_full_disk_ends_the_search_with_one_line(tmp_path):
