@@ -71,7 +71,21 @@ def cmd_schema(args) -> int:
     return 0
 
 
+def _quiet_libraries(args) -> None:
+    """Keep the first screen rayprune's: below ``-v 2`` the ``datasets`` split-generation bars
+    (printed before the header) are off, and a new in-process Ray instance gets token
+    authentication as Ray 2.60 gives it by default, set explicitly (``RAY_AUTH_MODE=token``) so
+    Ray does not print its notice about that default.  Must run before ``datasets`` or ``ray``
+    is imported: both read these settings once per process.  A cluster given by ``--address``
+    or ``RAY_ADDRESS`` keeps Ray's own choice (it may run without tokens)."""
+    if args.verbose < 2:
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if not args.dry_run and not (args.address or os.environ.get("RAY_ADDRESS")):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def cmd_search(args) -> int:
+    _quiet_libraries(args)
     from rayprune.config import load_spec
 
     spec = load_spec(args.space)  # a malformed file is reported before torch or ray load
@@ -356,6 +370,32 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        full = _disk_full(err, search=args.command == "search")
+        if full is None:
+            raise
+        print(f"error: {full}", file=sys.stderr)
+        return 1
+
+
+def _disk_full(err: BaseException, *, search: bool) -> str | None:
+    """One line for a filesystem that ran out of space (or quota) while rayprune wrote to it,
+    or None for any other error.  What a search wrote before stays consistent (its files are
+    replaced whole, Ray's state is saved atomically), so ``--resume`` continues it once there
+    is space again."""
+    import errno
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = err.filename or "the output directory"
+            what = "no space left on the device" if err.errno == errno.ENOSPC else "disk quota exceeded"
+            again = (" and continue with the same command plus --resume (the search directory stays "
+                     "consistent)") if search else " and run the command again"
+            return f"{what} while writing {where}; free space there{again}"
+        err = err.__cause__ or err.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -60,25 +60,50 @@ def _written_by_export(entry: Path) -> dict | None:
     return info if isinstance(info, dict) and info.get("exported_by") == EXPORTED_BY else None
 
 
-def _remove_export(entry: Path, info: dict) -> None:
+def _listed_file(entry: Path, name) -> Path | None:
+    """``entry / name`` when ``name`` (from the entry's ``rayprune.json``) is a relative path
+    that stays inside ``entry`` once ``..`` and symbolic links are followed, else None."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return None
+    root = entry.resolve()
+    parent = (entry / name).parent.resolve()  # the file itself may be a link: it is unlinked, not followed
+    if parent != root and root not in parent.parents:
+        return None
+    return parent / Path(name).name
+
+
+def _remove_export(entry: Path, info: dict) -> list[str]:
     """Remove what the export listed in ``entry`` (all of it if it never finished) and then
-    the directories left empty; files the user added there stay."""
+    the directories left empty; files the user added there stay.
+
+    ``rayprune.json`` is read from a directory anyone may have written to, so only files inside
+    ``entry`` are removed: a listed name that is absolute, climbs out with ``..`` or through a
+    symbolic link, or names a directory is left alone and returned (the caller reports it).
+    """
     files = info.get("files")
     if files is None:  # created by an export that failed half-way: nothing in it is the user's
         shutil.rmtree(entry)
-        return
-    for name in files:
-        (entry / name).unlink(missing_ok=True)
-    for directory in sorted((p for p in entry.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        return []
+    ignored = []
+    for name in files if isinstance(files, list) else [files]:
+        path = _listed_file(entry, name)
+        if path is None or (path.is_dir() and not path.is_symlink()):
+            ignored.append(str(name))
+            continue
+        path.unlink(missing_ok=True)
+    for directory in sorted((p for p in entry.rglob("*") if p.is_dir() and not p.is_symlink()),
+                            key=lambda p: len(p.parts), reverse=True):
         if not any(directory.iterdir()):
             directory.rmdir()
     if not any(entry.iterdir()):
         entry.rmdir()
+    return ignored
 
 
-def _prepare_out(out: Path, names: list[str], *, force: bool) -> None:
+def _prepare_out(out: Path, names: list[str], *, force: bool, log=print) -> None:
     """Make ``out`` ready for entries ``names``: refuse a non-empty directory unless ``force``,
-    then remove only what earlier exports wrote (each entry's ``rayprune.json`` lists its files).
+    then remove only what earlier exports wrote (each entry's ``rayprune.json`` lists its files;
+    names there that lead outside the entry are ignored and reported through ``log``).
 
     Raises:
         SpecError: ``out`` is a file; not empty without ``force``; or a new entry's name is taken
@@ -94,13 +119,18 @@ def _prepare_out(out: Path, names: list[str], *, force: bool) -> None:
         raise SpecError(f"--out {out}: directory is not empty ({shown}); export into an empty or new "
                         f"directory, or add --force to replace what an earlier rayprune export wrote there "
                         f"(other files are kept)")
-    ours = {p: info for p in present if p.is_dir() and (info := _written_by_export(p)) is not None}
+    # A link to a directory is never an entry of ours: what it lists would be removed elsewhere.
+    ours = {p: info for p in present if p.is_dir() and not p.is_symlink()
+            and (info := _written_by_export(p)) is not None}
     clashes = sorted(p.name for p in present if p.name in names and p not in ours)
     if clashes:
         raise SpecError(f"--out {out}: {', '.join(clashes)} exists and was not written by rayprune export; "
                         f"move it away or export elsewhere")
     for entry, info in ours.items():
-        _remove_export(entry, info)
+        ignored = _remove_export(entry, info)
+        if ignored:
+            log(f"warning: {entry / 'rayprune.json'} lists {len(ignored)} path(s) outside its entry, left alone: "
+                f"{', '.join(ignored[:5])}" + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else ""))
 
 
 def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = None, force: bool = False,
@@ -128,7 +158,8 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
                         f"constraints (see the verdict column of results.csv); nothing to export")
     settings = TrialSettings(**meta["settings"])
     out = Path(out)
-    _prepare_out(out, [f"{rank:02d}-{row['trial_id']}" for rank, row in enumerate(chosen, 1)], force=force)
+    _prepare_out(out, [f"{rank:02d}-{row['trial_id']}" for rank, row in enumerate(chosen, 1)], force=force,
+                 log=log)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     # The pretrained model as the search started from it: its parameter count is the "dense" one

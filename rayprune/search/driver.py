@@ -28,7 +28,7 @@ from pathlib import Path
 from rayprune.config import SearchSpec
 from rayprune.errors import SpecError
 from rayprune.search.preflight import PreparedSearch
-from rayprune.search.results import collect_rows, write_pareto
+from rayprune.search.results import collect_rows, relative_to_search_dir, write_pareto
 from rayprune.training.config import TrialSettings
 
 # Seconds between two redraws of the live front's plots (the front table, hypervolume and note
@@ -205,7 +205,7 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     meta = {
         "spec_hash": spec.raw_hash, "spec": spec.to_dict(), "settings": dataclasses.asdict(settings),
         "data": prepared.data_info, "objectives": spec.objectives, "criteria": criteria.describe(),
-        "ray_storage": ray_storage.experiment_path,
+        "ray_storage": relative_to_search_dir(ray_storage.experiment_path, search_dir),
     }
     meta_file.write_text(json.dumps(meta, indent=1, default=str))
     if Path(spec.path).is_file():
@@ -228,7 +228,7 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     log_reference = getattr(tracker, "log_reference", None)
     if log_reference is not None:
         log_reference(reference.metrics if reference is not None else None, metric=settings.metric,
-                      floor=criteria.floor, info=_reference_info(reference, criteria))
+                      floor=criteria.floor, info=_reference_info(reference, criteria, search_dir))
 
     trainable = tune.with_resources(
         tune.with_parameters(tune_trainable if live else trainable, settings=settings, data=prepared.data),
@@ -257,6 +257,15 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
         failure_config=FailureConfig(max_failures=max_retries(spec), fail_fast=False),
         progress_reporter=reporter, verbose=verbose, stop=stop,
     )
+    import contextlib
+
+    from rayprune.search.storage import restoring_into
+    from rayprune.tracking.base import restoring_tracker
+
+    restoring = contextlib.ExitStack()
+    if restore:  # the directory may have been copied or moved since Ray pickled its state
+        restoring.enter_context(restoring_into(search_dir))
+        restoring.enter_context(restoring_tracker(tracker))
     try:
         if restore:
             # Unfinished trials (cut off by Ctrl-C or a dead driver) continue from their last
@@ -280,6 +289,8 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     except BaseException:
         tracker.finish("FAILED")
         raise
+    finally:
+        restoring.close()
     if is_ray_client():
         tracker.adopt_remote_progress()  # the callbacks ran on the head, with their own tracker
     rows = collect_rows(results, settings)
@@ -301,7 +312,7 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
     summary["tracking_pending"] = tracker.finish("KILLED" if interrupted else "FINISHED")
     summary["errors"] = results.num_errors
     summary["interrupted"] = interrupted
-    summary["reference"] = _reference_info(reference, criteria)
+    summary["reference"] = _reference_info(reference, criteria, search_dir)
     summary["space_exhausted"] = exhausted
     summary["repeats_skipped"] = repeats_skipped(search_dir, spec.name)
     return summary
@@ -372,9 +383,11 @@ def _check_port_answers(address: str, timeout_s: float = 5.0) -> None:
                         f"firewall (docs/cluster.md)") from None
 
 
-def _reference_info(reference, criteria) -> dict:
-    """The reference and floor as the tracker, ``search.json`` readers and the CLI show them."""
+def _reference_info(reference, criteria, search_dir) -> dict:
+    """The reference and floor as the tracker, ``search.json`` readers and the CLI show them.
+    A reference trained into the search directory is named relative to it (``reference``), so
+    a copied or moved directory does not name the old place."""
     if reference is None:
         return {"floor": criteria.floor, "reference": "none"}
-    return {"floor": criteria.floor, "reference": reference.path, "reference_metric": criteria.reference_metric,
+    return {"floor": criteria.floor, "reference": relative_to_search_dir(reference.path, search_dir), "reference_metric": criteria.reference_metric,
             "reference_trained": reference.trained, "reference_steps": reference.steps}

@@ -15,7 +15,7 @@ import numpy as np
 from rayprune.errors import SpecError
 from rayprune.fidelity import reached_full_budget
 
-__all__ = ["collect_rows", "write_pareto", "load_search_dir", "reached_full_budget", "Criteria",
+__all__ = ["collect_rows", "write_pareto", "load_search_dir", "relative_to_search_dir", "resolve_in_search_dir", "reached_full_budget", "Criteria",
            "constraint_violations", "CONSTRAINT_KEYS", "VERDICTS", "front_report"]
 
 #: ``objective.constraints`` keys -> the result key each one bounds.
@@ -225,8 +225,15 @@ def write_pareto(search_dir: Path, rows: list[dict], *, metric: str, criteria: C
         hv = float(hypervolume_2d(points, ["max", "max"], reference_point))
     for r in rows:
         r["pareto"] = r["trial_id"] in front_ids
-    _write_csv(search_dir / "results.csv", rows)
-    _write_csv(search_dir / "pareto.csv", front_rows + excluded)
+
+    def stored(rs: list[dict]) -> list[dict]:
+        # Checkpoints under the search directory are written relative to it (load_search_dir
+        # resolves them), so a copied or moved directory exports from its own files.
+        return [{**r, "checkpoint": relative_to_search_dir(r["checkpoint"], search_dir)} if r.get("checkpoint")
+                else r for r in rs]
+
+    _write_csv(search_dir / "results.csv", stored(rows))
+    _write_csv(search_dir / "pareto.csv", stored(front_rows + excluded))
     png = html = None
     if plots:
         from rayprune.search.plots import plot_front
@@ -242,7 +249,7 @@ def write_pareto(search_dir: Path, rows: list[dict], *, metric: str, criteria: C
          **criteria.describe(), "verdicts": counts, "statuses": {s: sum(r["status"] == s for r in rows) for s in
                                                                  ("complete", "stopped", "error", "failed", "interrupted")},
          "constraints_met": met if constrained else None, "full_budget_trials": len(complete),
-         "front": front_rows, "excluded": excluded},
+         "front": stored(front_rows), "excluded": stored(excluded)},
         indent=1, default=str))
     if tracker is not None:
         tracker.log_pareto(front_rows, rows, metric=metric, hypervolume=hv,
@@ -296,8 +303,32 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def relative_to_search_dir(location: str, search_dir: Path) -> str:
+    """``location`` relative to ``search_dir`` when it is a local path inside it (a checkpoint in
+    the default Ray storage, the dense reference), else unchanged (a bucket URI, a shared mount
+    given with ``--storage``, a hub id)."""
+    if not location or "://" in location or not Path(location).is_absolute():
+        return location
+    try:
+        return Path(location).relative_to(Path(search_dir).resolve()).as_posix()
+    except ValueError:
+        try:
+            return Path(location).relative_to(Path(search_dir).absolute()).as_posix()
+        except ValueError:
+            return location
+
+
+def resolve_in_search_dir(location: str, search_dir: Path) -> str:
+    """The inverse of :func:`relative_to_search_dir`: a relative path is made absolute under
+    ``search_dir`` (where the directory is now); absolute paths and URIs are kept."""
+    if not location or "://" in location or Path(location).is_absolute():
+        return location
+    return str(Path(search_dir).resolve() / location)
+
+
 def load_search_dir(search_dir: str | Path) -> tuple[dict, list[dict], list[dict]]:
-    """(search.json, results rows, front members) of a finished search directory."""
+    """(search.json, results rows, front members) of a finished search directory; checkpoint
+    paths stored relative to the directory come back absolute, under where it is now."""
     search_dir = Path(search_dir)
     meta_file = search_dir / "search.json"
     if not meta_file.exists():
@@ -309,7 +340,11 @@ def load_search_dir(search_dir: str | Path) -> tuple[dict, list[dict], list[dict
         if not path.exists():
             return []
         with open(path) as fh:
-            return list(csv.DictReader(fh))
+            rows = list(csv.DictReader(fh))
+        for row in rows:
+            if row.get("checkpoint"):
+                row["checkpoint"] = resolve_in_search_dir(row["checkpoint"], search_dir)
+        return rows
 
     # pareto.csv also lists the trials kept off the front (``pareto`` False); older search
     # directories have no such column and hold only members.

@@ -200,14 +200,36 @@ class FidelityAwareOptunaSearch(OptunaSearch):
 STUDY_FILE = "optuna.db"
 
 
+class StudyStorage(optuna.storages.RDBStorage):
+    """The search directory's ``optuna.db``, found again where the directory is now.
+
+    Ray pickles the searcher, and with it this storage's URL (an absolute path), into the
+    experiment state.  Unpickled while a resuming driver restores into a search directory
+    (:func:`rayprune.search.storage.restoring_into`), it opens that directory's study file: a
+    search directory copied or moved elsewhere resumes with its own study, not the original's
+    (gone, or another search's)."""
+
+    def __setstate__(self, state: dict) -> None:
+        from rayprune.search.storage import search_dir_being_restored
+
+        search_dir = search_dir_being_restored()
+        if search_dir is not None:
+            state = {**state, "url": _study_url(search_dir)}
+        super().__setstate__(state)
+
+
+def _study_url(search_dir) -> str:
+    from pathlib import Path
+
+    return f"sqlite:///{(Path(search_dir) / STUDY_FILE).resolve()}"
+
+
 def study_storage(search_dir) -> optuna.storages.RDBStorage:
     """The search's Optuna study storage: SQLite in the search directory, outside Ray's pickles,
     so ``optuna-dashboard`` shows the study while the search runs.  The searcher pickled in Ray's
     experiment state holds this storage (its URL, not its rows), so a resumed search continues
-    the same study."""
-    from pathlib import Path
-
-    return optuna.storages.RDBStorage(f"sqlite:///{(Path(search_dir) / STUDY_FILE).resolve()}")
+    the same study (:class:`StudyStorage`: in the directory's current place)."""
+    return StudyStorage(_study_url(search_dir))
 
 
 def create_searcher(spec: SearchSpec, *, constraints: dict | None = None, search_dir=None):

@@ -17,6 +17,7 @@ search is ``<storage>/<name>`` (``<search dir>/ray`` when no storage is given).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -27,7 +28,7 @@ from urllib.parse import urlparse
 from rayprune.errors import SpecError
 
 __all__ = ["SearchStorage", "resolve_storage", "check_reachable_by_all_nodes", "alive_nodes",
-           "is_ray_client", "NETWORK_FILESYSTEMS"]
+           "is_ray_client", "NETWORK_FILESYSTEMS", "restoring_into", "search_dir_being_restored"]
 
 # Filesystem types (``/proc/mounts``) whose files every node that mounts them sees.
 NETWORK_FILESYSTEMS = frozenset({
@@ -90,6 +91,28 @@ def resolve_storage(storage: str | None, search_dir: Path, name: str) -> SearchS
     else:
         base = Path(os.path.expanduser(storage)).resolve()
     return SearchStorage(str(base / name), "tune", is_uri=False)
+
+
+# The search directory a resuming driver restores Ray's pickled state into (see restoring_into).
+_RESTORING_INTO: list[Path] = []
+
+
+@contextlib.contextmanager
+def restoring_into(search_dir: Path):
+    """While ``Tuner.restore`` and the resumed ``fit`` unpickle a search's state, objects in it
+    that name files of the search directory (the Optuna study's SQLite storage) open them in
+    ``search_dir``, where the directory is now, instead of where it was when pickled: the
+    search directory is relocatable, so a copy resumed elsewhere uses its own files."""
+    _RESTORING_INTO.append(Path(search_dir).resolve())
+    try:
+        yield
+    finally:
+        _RESTORING_INTO.pop()
+
+
+def search_dir_being_restored() -> Path | None:
+    """The search directory this process is restoring a search into (:func:`restoring_into`), or None."""
+    return _RESTORING_INTO[-1] if _RESTORING_INTO else None
 
 
 def alive_nodes() -> list[dict]:

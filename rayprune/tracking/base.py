@@ -7,6 +7,7 @@ searches run without tracking (benchmarks, replay).  No backend is imported here
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
@@ -104,6 +105,23 @@ def register_active_tracker(search_dir, tracker) -> None:
     _ACTIVE_TRACKERS[_key(search_dir)] = tracker
 
 
+# The live tracker of a search being restored (see restoring_tracker).
+_RESTORING: list = []
+
+
+@contextlib.contextmanager
+def restoring_tracker(tracker):
+    """While a resuming driver restores its search, a callback unpickled from Ray's state finds
+    ``tracker`` even when its pickle names another directory: the search directory was copied
+    or moved since it was pickled, and the copy's tracker is the one to use."""
+    _RESTORING.append(tracker)
+    try:
+        yield
+    finally:
+        _RESTORING.pop()
+
+
 def active_tracker(search_dir):
-    """The live tracker of ``search_dir`` in this process, or None."""
-    return _ACTIVE_TRACKERS.get(_key(search_dir))
+    """The live tracker of ``search_dir`` in this process, else the one of a search being
+    restored (:func:`restoring_tracker`), or None."""
+    return _ACTIVE_TRACKERS.get(_key(search_dir)) or (_RESTORING[-1] if _RESTORING else None)

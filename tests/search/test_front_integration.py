@@ -121,7 +121,7 @@ def test_the_infeasible_trial_is_told_to_optuna_as_infeasible(judged_search):
     spec, _, summary, _, _ = judged_search
     meta = json.loads((Path(summary["search_dir"]) / "search.json").read_text())
     searcher = create_searcher(spec, constraints=meta["settings"]["constraints"])
-    searcher.restore_from_dir(meta["ray_storage"])
+    searcher.restore_from_dir(str(Path(summary["search_dir"]) / meta["ray_storage"]))  # relative to it
     study = searcher.searcher._ot_study
     by_point = {(t.params["learning_rate"], t.params["target_sparsity"]): t for t in study.trials}
     assert by_point[(3e-3, 0.5)].constraints["max_parameters"] > 0
