@@ -14,38 +14,23 @@ user's own files (beside the entries or inside them) stay untouched.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import yaml
 
 from rayprune import measure
 from rayprune.compression import FORMATS, save_model, sparse_card_note
 from rayprune.models import load_model_and_tokenizer, prunable_targets
-from rayprune.search.results import load_search_dir
+from rayprune.config.trial_file import train_config_for
+from rayprune.search.results import checkpoint_directory, load_search_dir
 from rayprune.errors import SpecError
 from rayprune.methods.masks import gpu_kernel_accepts, layers_left_dense, parse_sparsity_pattern
 from rayprune.tasks import task_from_info
 from rayprune.training import TrialConfig, TrialSettings, load_trained
 
-__all__ = ["export_search", "train_config_for"]
-
-
-def train_config_for(meta: dict, trial_config: dict) -> dict:
-    """The ``config.yaml`` that ``rayprune train`` re-runs: model, data, training, trial config."""
-    spec = meta["spec"]
-    return {
-        "model": meta["settings"]["model"],
-        "data": spec["data"],
-        "data_dir": meta["data"].get("data_dir"),
-        "metric": meta["settings"]["metric"],
-        "training": {k: v for k, v in meta["settings"].items() if k not in ("model", "metric")},
-        "trial": trial_config,
-    }
+__all__ = ["export_search", "train_config_for"]  # train_config_for: re-exported from rayprune.config
 
 
 EXPORTED_BY = "rayprune export"
@@ -177,7 +162,7 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
             (target / "rayprune.json").write_text(json.dumps({"exported_by": EXPORTED_BY}))
         trial_config = json.loads(row["config"])
         config = TrialConfig.from_flat(trial_config, settings)
-        with _checkpoint_directory(search_dir, row, meta) as checkpoint_dir:
+        with checkpoint_directory(search_dir, row, meta) as checkpoint_dir:
             model, method = load_trained(checkpoint_dir, config, settings, meta["data"])
         targets = prunable_targets(model, method.default_scope if method else "encoder_linear")
         sparsity = measure.sparsity(model, targets)
@@ -213,32 +198,6 @@ def export_search(search_dir: str | Path, out: str | Path, *, top: int | None = 
             f"sparsity={sparsity:.3f}) -> {target}")
         written.append(target)
     return written
-
-
-@contextlib.contextmanager
-def _checkpoint_directory(search_dir, row: dict, meta: dict):
-    """The trial's checkpoint as a local directory: its own path, or, when Ray's storage is a
-    bucket (``--storage s3://...``), a temporary download (Ray's ``Checkpoint.to_directory``,
-    through the same pyarrow filesystem and credentials the search used; the storage URI's
-    query, e.g. ``?endpoint_override=...``, is applied to the checkpoint's URI too)."""
-    location = row.get("checkpoint") or ""
-    if "://" not in location:
-        if not location or not Path(location).exists():
-            raise SpecError(f"{search_dir}: trial {row['trial_id']} has no checkpoint at {location!r}")
-        yield Path(location)
-        return
-    from ray.train import Checkpoint
-
-    query = urlsplit(str(meta.get("ray_storage", ""))).query
-    uri = f"{location}?{query}" if query and "?" not in location else location
-    with tempfile.TemporaryDirectory(prefix="rayprune-export-") as tmp:
-        try:
-            Checkpoint(path=uri).to_directory(tmp)
-        except Exception as err:  # missing object, no credentials, unreachable endpoint
-            raise SpecError(f"{search_dir}: trial {row['trial_id']}: cannot download its checkpoint {location}: "
-                            f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
-                            ) from None
-        yield Path(tmp)
 
 
 def _remote_code_note(info: dict) -> str:

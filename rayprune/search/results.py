@@ -4,11 +4,14 @@ reading a finished search stays fast."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -350,3 +353,29 @@ def load_search_dir(search_dir: str | Path) -> tuple[dict, list[dict], list[dict
     # directories have no such column and hold only members.
     front = [r for r in read("pareto.csv") if r.get("pareto", "True") == "True"]
     return meta, read("results.csv"), front
+
+
+@contextlib.contextmanager
+def checkpoint_directory(search_dir, row: dict, meta: dict):
+    """The trial's checkpoint as a local directory: its own path, or, when Ray's storage is a
+    bucket (``--storage s3://...``), a temporary download (Ray's ``Checkpoint.to_directory``,
+    through the same pyarrow filesystem and credentials the search used; the storage URI's
+    query, e.g. ``?endpoint_override=...``, is applied to the checkpoint's URI too)."""
+    location = row.get("checkpoint") or ""
+    if "://" not in location:
+        if not location or not Path(location).exists():
+            raise SpecError(f"{search_dir}: trial {row['trial_id']} has no checkpoint at {location!r}")
+        yield Path(location)
+        return
+    from ray.train import Checkpoint
+
+    query = urlsplit(str(meta.get("ray_storage", ""))).query
+    uri = f"{location}?{query}" if query and "?" not in location else location
+    with tempfile.TemporaryDirectory(prefix="rayprune-export-") as tmp:
+        try:
+            Checkpoint(path=uri).to_directory(tmp)
+        except Exception as err:  # missing object, no credentials, unreachable endpoint
+            raise SpecError(f"{search_dir}: trial {row['trial_id']}: cannot download its checkpoint {location}: "
+                            f"{type(err).__name__}: {str(err).strip().splitlines()[0][:300] if str(err).strip() else ''}"
+                            ) from None
+        yield Path(tmp)

@@ -20,7 +20,7 @@ SAMPLE_ARTIFACT = "predictions_sample.json"
 
 def log_prediction_samples(tracker, front_rows: list[dict], settings, data, search_dir: Path, *, log=print) -> int:
     """Log the predictions sample of every front member; returns how many were logged."""
-    from rayprune.export import _checkpoint_directory
+    from rayprune.search.results import checkpoint_directory
     from rayprune.training import TrialConfig, load_trained
 
     meta_file = Path(search_dir) / "search.json"
@@ -32,7 +32,7 @@ def log_prediction_samples(tracker, front_rows: list[dict], settings, data, sear
     for row in front_rows:
         try:
             config = TrialConfig.from_flat(json.loads(row["config"]), settings)
-            with _checkpoint_directory(search_dir, row, meta) as checkpoint:
+            with checkpoint_directory(search_dir, row, meta) as checkpoint:
                 model, _ = load_trained(checkpoint, config, settings, meta["data"])
             rows = data.task.predictions_sample(model, data.eval, batch_size=settings.eval_batch_size)
         except Exception as err:  # noqa: BLE001 - a sample is a convenience, never a reason to fail

@@ -286,7 +286,7 @@ class SearchTracker(RecordSender, TrackerState):
             self._search_meta = meta if isinstance(meta, dict) and {"spec", "settings", "data"} <= set(meta) else {}
         if not self._search_meta:
             return None
-        from rayprune.export import train_config_for  # torch: only once a real search runs trials
+        from rayprune.config.trial_file import train_config_for
 
         return train_config_for(self._search_meta, trial_config)
 

@@ -75,7 +75,7 @@ def _search_json(search_dir: Path) -> dict:
 def test_a_child_config_yaml_is_the_config_rayprune_train_reruns(tmp_path):
     """config.yaml of a trial's run is what `rayprune export` writes for it (model, data, training,
     the trial): not only the sampled keys."""
-    from rayprune.export import train_config_for
+    from rayprune.config.trial_file import train_config_for
 
     meta = _search_json(tmp_path)
     tracker = make_tracker(tmp_path)
