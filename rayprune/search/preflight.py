@@ -93,8 +93,8 @@ def prepare_search(spec: SearchSpec, *, output: str | Path = "rayprune_runs", da
 def check_weight_files(model: str, *, where: str) -> None:
     """Open the header of every ``*.safetensors`` file of a local model directory (cheap: no
     tensor is read), so a truncated or corrupt file is one error naming it instead of
-    safetensors' traceback from deep inside ``from_pretrained``.  Hub ids and ``bundled:``
-    names are left to the loader.
+    safetensors' traceback from deep inside ``from_pretrained``.  A hub id (no such local
+    directory) is left to the loader.
 
     Raises:
         SpecError: a file that is not a complete safetensors file.
