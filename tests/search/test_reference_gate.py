@@ -76,7 +76,7 @@ def test_a_reference_that_did_not_learn_stops_the_search_before_any_trial(tiny_d
     assert message.startswith(f"{prepared.spec.path}: reference: the dense reference (trained 2 steps) scored accuracy ")
     assert "not clearly above the floor accuracy" in message and "200 examples" in message
     for change in ("training.steps (now 2)", "training.learning_rate (now 1e-09)",
-                   "data.max_train_samples (now 64)", "reference.steps (now 2)",
+                   "more training data (57 examples now, data.max_train_samples 64)", "reference.steps (now 2)",
                    "reference.require_above_floor: false"):
         assert change in message, change
     assert any("reference ready" in m for m in messages)  # measured, then refused
