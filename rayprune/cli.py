@@ -122,9 +122,15 @@ def cmd_search(args) -> int:
           f"reduction {spec.scheduler.reduction_factor:g}); search {spec.algorithm} seed {spec.seed}"
           + "".join(f", {k} {v}" for k, v in spec.search.sampler_options().items())
           + _describe_repeats(spec))
+    from rayprune.search.criteria import check_cached_reference, objective_options
+
     if not args.replay:
         print(f"reference  {_describe_reference(spec, s)}")
-    from rayprune.search.criteria import objective_options
+    if args.dry_run and not args.replay:
+        # The search's check, on the reference a previous start left in the search directory.
+        cached = check_cached_reference(prepared)
+        if cached:
+            print(f"           {cached}")
 
     objective = objective_options(spec)
     limits = {k: v for k, v in {**objective["constraints"], "min_metric": objective["min_metric"],
@@ -140,6 +146,9 @@ def cmd_search(args) -> int:
                          resume=args.resume, verbose=args.verbose, trainable=trainable)
     _print_front(s.metric, summary["front"], summary["hypervolume"], summary["search_dir"])
     verdicts = summary["verdicts"]
+    below_floor = summary.get("reference", {}).get("reference_below_floor")
+    if below_floor:
+        print(f"\nwarning: {below_floor} (run anyway: reference.require_above_floor is false)")
     print(f"\nresults in {summary['search_dir']} ({verdicts['failed']} failed trials: errored, non-finite or "
           f"far below their target sparsity; {verdicts['collapsed']} collapsed; {verdicts['infeasible']} infeasible)")
     if summary.get("interrupted"):

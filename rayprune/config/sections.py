@@ -204,13 +204,18 @@ class ReferenceSection(_Checked):
     """``reference:`` (alias ``teacher:``) the dense reference: one dense fine-tune per search, the
     teacher of distilling trials.  Its budget defaults to the trials' (``training.steps`` and
     ``training.learning_rate``); ``model`` is a dense model to evaluate instead of training one.
-    ``reference: none`` opts out (the spec's ``reference`` is then None)."""
+    A reference that is not clearly above the floor stops the search before its first trial
+    unless ``require_above_floor`` is false.  ``reference: none`` opts out (the spec's
+    ``reference`` is then None)."""
 
     model: str | None = _knob(None, "a dense fine-tuned model (path or hub id) used instead of training one")
     steps: int | None = _knob(None, "optimizer steps of the reference (default: the trials')",
                               minimum=1, maximum=10**9)
     learning_rate: float | None = _knob(None, "learning rate of the reference (default: training.learning_rate)",
                                         exclusive_minimum=0.0, maximum=1.0)
+    require_above_floor: bool = _knob(
+        True, "stop before any trial when the reference is not clearly above the floor (the best constant "
+              "predictor): no trial of such a budget can be judged; false runs the search anyway")
 
     def __post_init__(self) -> None:
         super().__post_init__()

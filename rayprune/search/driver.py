@@ -42,7 +42,7 @@ LIVE_PLOT_INTERVAL_S = 30.0
 LIVE_REFRESH_SHARE = 0.05
 LIVE_REFRESH_BURST_S = 5.0
 
-__all__ = ["run_search", "reuse_actors", "LiveFrontRefresh"]
+__all__ = ["run_search", "reuse_actors", "LiveFrontRefresh", "parent_tags"]
 
 
 class LiveFrontRefresh:
@@ -215,7 +215,7 @@ def _run_search(prepared: PreparedSearch, *, storage: str | None = None, trackin
         store_creation.join()
     metric_names = {settings.metric, "sparsity", "sparsity_encoder"} | set(prepared.data_info["metrics"])
     tracker = SearchTracker(tracking_uri, spec.name, search_dir, metric_names=metric_names,
-                            tags={"rayprune.space": spec.path, "rayprune.model": spec.model})
+                            tags=parent_tags(spec, criteria))
     tracker.log_search_params({
         "model": spec.model, "task": prepared.data_info["task"], "metric": settings.metric,
         "steps_per_trial": settings.steps, "num_samples": spec.num_samples,
@@ -383,11 +383,32 @@ def _check_port_answers(address: str, timeout_s: float = 5.0) -> None:
                         f"firewall (docs/cluster.md)") from None
 
 
+def parent_tags(spec: SearchSpec, criteria) -> dict[str, str]:
+    """The tags of the search's MLflow parent run: the space file, the model and, when the dense
+    reference is not clearly above the floor (a live search gets that far only with
+    ``reference.require_above_floor: false``; a replay as its table recorded),
+    ``rayprune.reference_below_floor`` saying what was measured."""
+    from rayprune.search.criteria import reference_below_floor
+
+    tags = {"rayprune.space": spec.path, "rayprune.model": spec.model}
+    below_floor = reference_below_floor(criteria)
+    if below_floor:
+        tags["rayprune.reference_below_floor"] = below_floor + "; the search ran anyway"
+    return tags
+
+
 def _reference_info(reference, criteria, search_dir) -> dict:
     """The reference and floor as the tracker, ``search.json`` readers and the CLI show them.
     A reference trained into the search directory is named relative to it (``reference``), so
     a copied or moved directory does not name the old place."""
+    from rayprune.search.criteria import reference_below_floor
+
     if reference is None:
         return {"floor": criteria.floor, "reference": "none"}
-    return {"floor": criteria.floor, "reference": relative_to_search_dir(reference.path, search_dir), "reference_metric": criteria.reference_metric,
+    info = {"floor": criteria.floor, "reference": relative_to_search_dir(reference.path, search_dir),
+            "reference_metric": criteria.reference_metric,
             "reference_trained": reference.trained, "reference_steps": reference.steps}
+    below_floor = reference_below_floor(criteria)
+    if below_floor:  # the search ran anyway (reference.require_above_floor: false)
+        info["reference_below_floor"] = below_floor
+    return info

@@ -105,14 +105,22 @@ def write_curve_table(rows: list[dict], path: str | Path, meta: Mapping[str, Any
 
 
 def read_curve_table(path: str | Path) -> CurveTable:
-    """Read a table written by :func:`write_curve_table`.
+    """Read a table written by :func:`write_curve_table`, checking its metadata and columns
+    once, up front (:func:`_check_meta`, :func:`_check_columns`): a replay of a table that lacks
+    what its trials report would otherwise fail in every trial, or as a traceback here.
 
     Raises:
-        SpecError: the file is missing or is not a rayprune curve table.
+        SpecError: the file is missing, a directory, not a Parquet file, or not a complete
+            rayprune curve table (the metadata or column at fault named).
     """
     import pyarrow.parquet as pq
 
     path = Path(path)
+    if path.is_dir():
+        tables = sorted(p.name for p in path.glob("*.parquet"))
+        inside = f"; it holds {', '.join(tables)}" if tables else ""
+        raise SpecError(f"{path}: a directory, not a replay table; --replay takes a curve table file "
+                        f"(benchmarks/curves/*.parquet){inside}")
     if not path.is_file():
         raise SpecError(f"{path}: replay table not found")
     try:
@@ -123,15 +131,97 @@ def read_curve_table(path: str | Path) -> CurveTable:
     if raw is None:
         raise SpecError(f"{path}: a Parquet file without rayprune curve metadata "
                         f"(write it with benchmarks/record_curves.py)")
-    curves = CurveTable(meta=json.loads(raw))
+    meta = _check_meta(path, raw)
+    _check_columns(path, table, meta)
+    curves = CurveTable(meta=meta)
     for row in table.to_pylist():
-        config = json.loads(row["config"])
+        config = _row_config(path, row)
         key = config_key(config)
         curves.configs.setdefault(key, config)
         curves.curves.setdefault(key, []).append(row)
     for reports in curves.curves.values():
         reports.sort(key=lambda r: r["report"])
     return curves
+
+
+def _check_meta(path: Path, raw: bytes) -> dict:
+    """The table's metadata as a dict, with what a replay reads from it: ``metric``,
+    ``metrics``, ``floor``, ``reference``, ``settings.steps`` / ``eval_interval``.
+
+    Raises:
+        SpecError: naming the metadata key (``rayprune.curves`` in the Parquet schema) at fault.
+    """
+    where = f"{path}: curve metadata (rayprune.curves)"
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SpecError(f"{where}: not valid JSON ({err}); write the table with benchmarks/record_curves.py") from None
+    if not isinstance(meta, dict):
+        raise SpecError(f"{where}: expected a JSON object, got {type(meta).__name__}")
+    missing = [k for k in ("metric", "metrics", "floor", "reference", "settings") if k not in meta]
+    if missing:
+        raise SpecError(f"{where}: missing {missing} (a table written by write_curve_table has them)")
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    metric, metrics, settings = meta["metric"], meta["metrics"], meta["settings"]
+    if not isinstance(metric, str) or not metric:
+        raise SpecError(f"{where}: metric: expected a metric name, got {metric!r}")
+    if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
+        raise SpecError(f"{where}: metrics: expected a list of metric names, got {metrics!r}")
+    if not number(meta["floor"]):
+        raise SpecError(f"{where}: floor: expected a finite number, got {meta['floor']!r}")
+    if meta["reference"] is not None and not number(meta["reference"]):
+        raise SpecError(f"{where}: reference: expected a finite number or null, got {meta['reference']!r}")
+    if not isinstance(settings, dict):
+        raise SpecError(f"{where}: settings: expected an object, got {type(settings).__name__}")
+    for key in ("steps", "eval_interval"):
+        value = settings.get(key)
+        if key == "steps" or value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise SpecError(f"{where}: settings.{key}: expected an integer >= 1, got {value!r}")
+    if "data_info" in meta and not isinstance(meta["data_info"], dict):
+        raise SpecError(f"{where}: data_info: expected an object, got {type(meta['data_info']).__name__}")
+    return meta
+
+
+def _check_columns(path: Path, table, meta: dict) -> None:
+    """Every column :func:`write_curve_table` writes is there (the metric ones included), and
+    the ones each replayed report needs a value from are numbers.
+
+    Raises:
+        SpecError: naming the missing or mistyped columns and the columns the table has.
+    """
+    import pyarrow as pa
+
+    required = dict.fromkeys([*_BASE_COLUMNS, meta["metric"], *meta["metrics"]])
+    missing = [c for c in required if c not in set(table.column_names)]
+    if missing:
+        raise SpecError(f"{path}: the replay table lacks the column(s) {missing} (its metric and what every "
+                        f"report replays; benchmarks/record_curves.py writes them); it has {table.column_names}")
+    for column in ("report", "step", "seconds", "sparsity", meta["metric"]):
+        kind = table.schema.field(column).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            raise SpecError(f"{path}: column {column!r}: expected numbers, got {kind}")
+    kind = table.schema.field("config").type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise SpecError(f"{path}: column 'config': expected JSON strings, got {kind}")
+    for column in ("config", "report", "seconds"):
+        if table.column(column).null_count:
+            raise SpecError(f"{path}: column {column!r}: {table.column(column).null_count} empty value(s)")
+
+
+def _row_config(path: Path, row: dict) -> dict:
+    """A row's flat config (its ``config`` column, a JSON object)."""
+    try:
+        config = json.loads(row["config"])
+    except ValueError as err:
+        config = err
+    if not isinstance(config, dict):
+        raise SpecError(f"{path}: column 'config' of config_id {row.get('config_id')} report {row.get('report')}: "
+                        f"expected a JSON object of the trial's config, got {row['config'][:100]!r}")
+    return config
 
 
 def read_trial_reports(experiment_dir: str | Path) -> list[dict]:

@@ -80,15 +80,13 @@ class Criteria:
 
     def verdict(self, row: Mapping) -> tuple[str, str]:
         """(verdict, reason) of one results row (a trial's last report)."""
-        from rayprune.metrics import standard_error
-
         if row["status"] in ("error", "failed"):
             return "failed", str(row.get("error") or "the trial raised an error")
         value = _float(row.get(self.metric))
         if not np.isfinite(value) or not np.isfinite(_float(row.get("sparsity"))):
             return "failed", f"non-finite {self.metric} or sparsity in the last report"
-        margin = standard_error(self.metric, value, self.eval_examples) if self.eval_examples else 0.0
-        if value <= self.floor + margin:
+        above, margin = self.clearly_above_floor(value)
+        if not above:
             return "collapsed", (f"{self.metric} {value:.4f} is not clearly above the floor {self.floor:.4f} "
                                  f"({self.floor_rule}; standard error {margin:.4f})")
         if self.min_metric is not None and value < self.min_metric:
@@ -102,6 +100,17 @@ class Criteria:
                 f"{k} {self.constraints[k]} ({CONSTRAINT_KEYS[k]} {_float(row.get(CONSTRAINT_KEYS[k])):.4g})"
                 for k in violated)
         return "ok", ""
+
+    def clearly_above_floor(self, value: float) -> tuple[bool, float]:
+        """(whether ``value`` of the metric is clearly above the floor, the margin it must clear):
+        more than one standard error of ``value`` on the eval split above it.  The rule of a
+        trial's ``collapsed`` verdict, and of the dense reference's check before any trial
+        (:func:`rayprune.search.criteria.reference_below_floor`)."""
+        from rayprune.metrics import standard_error
+
+        value = _float(value)
+        margin = standard_error(self.metric, value, self.eval_examples) if self.eval_examples else 0.0
+        return bool(np.isfinite(value) and value > self.floor + margin), margin
 
     def describe(self) -> dict:
         """The criteria as written to ``pareto.json``."""
