@@ -191,7 +191,7 @@ def run_training(
         the model, the method (``None`` for a dense trial) and the last evaluation's metrics.
     """
     trial = _Trial(config, settings, data, resume_from)
-    model, method, task, precision = trial.model, trial.method, data.task, trial.precision
+    model, method, precision = trial.model, trial.method, trial.precision
     total = settings.steps
     evals = set(eval_steps(total, settings.eval_interval))
     batches = _cycle_batches(data.train, config.batch_size, config.seed, start_step=trial.start_step)
