@@ -61,7 +61,7 @@ import numpy as np
 
 from rayprune.tasks.base import PredictionsSample, Task
 from rayprune.tasks.squad_metric import (  # noqa: F401 - re-exported: the task's metric
-    exact_match_score, f1_score, normalize_answer, squad_scores,
+    exact_match_score, f1_score, normalize_answer, squad_scores, token_f1,
 )
 
 __all__ = ["ExtractiveQATask", "normalize_answer", "exact_match_score", "f1_score", "squad_scores",
@@ -688,6 +688,6 @@ def _fixed_span_grid(examples: list[dict], metric: str, only: tuple[int, int] | 
             if metric == "exact_match":
                 totals[i, k] += float(any(" ".join(tokens) == g for g in golds))
             else:
-                totals[i, k] += max(_token_f1(tokens, g) for g in gold_tokens)
+                totals[i, k] += max(token_f1(tokens, g) for g in gold_tokens)
     n = max(len(examples), 1)
     return {key: total / n if examples else math.nan for key, total in totals.items()}

@@ -14,7 +14,9 @@ import string
 from collections import Counter
 from typing import Sequence
 
-__all__ = ["normalize_answer", "exact_match_score", "f1_score", "squad_scores"]
+import numpy as np
+
+__all__ = ["normalize_answer", "exact_match_score", "f1_score", "token_f1", "squad_scores"]
 
 
 _PUNCTUATION = set(string.punctuation)
@@ -33,7 +35,7 @@ def exact_match_score(prediction: str, gold: str) -> float:
     return float(normalize_answer(prediction) == normalize_answer(gold))
 
 
-def _token_f1(pred_tokens: Sequence[str], gold_tokens: Sequence[str]) -> float:
+def token_f1(pred_tokens: Sequence[str], gold_tokens: Sequence[str]) -> float:
     common = Counter(pred_tokens) & Counter(gold_tokens)
     same = sum(common.values())
     if same == 0:  # v1.1 semantics: also 0 when both are empty
@@ -45,7 +47,7 @@ def _token_f1(pred_tokens: Sequence[str], gold_tokens: Sequence[str]) -> float:
 def f1_score(prediction: str, gold: str) -> float:
     """Token-overlap F1 of the normalised strings (v1.1: 0 when they share no token, even when
     both are empty)."""
-    return _token_f1(normalize_answer(prediction).split(), normalize_answer(gold).split())
+    return token_f1(normalize_answer(prediction).split(), normalize_answer(gold).split())
 
 
 def squad_scores(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, float]:
