@@ -60,7 +60,9 @@ def write_space(work: Path, *, reference: bool = True) -> Path:
         "space": {"method": "magnitude", "target_sparsity": {"choice": [0.5, 0.8]},
                   "schedule.start": 0.0, "schedule.end": 0.5},
         "points_to_evaluate": [{"target_sparsity": 0.5}, {"target_sparsity": 0.8}],
-        **({} if reference else {"reference": "none"}),
+        # 20 steps do not teach the keyword task: these tests are about the files a search
+        # writes, not about judging it, so the search runs although the reference is at the floor.
+        "reference": {"require_above_floor": False} if reference else "none",
     }
     (work / "space.yaml").write_text(yaml.safe_dump(space))
     return work / "space.yaml"
