@@ -211,8 +211,8 @@ class DataSpec:
             raise ValueError("dataset_config needs dataset to be set")
         if (self.train_files is None) != (self.eval_files is None) and self.eval_fraction is None:
             raise ValueError(
-                "train_files and eval_files go together: the eval split is never carved from "
-                "train, so pass both"
+                "train_files and eval_files go together: pass both, or set eval_fraction to carve "
+                "the eval split out of train_files"
             )
         if self.task == DEMO_TASK:
             self._check_demo()
